@@ -1,0 +1,38 @@
+"""The one place that builds the agent's concrete objects from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+
+from common import server
+from agent.config import AgentConfig
+
+HERE = Path(__file__).parent
+
+
+def announce_urls(cfg: AgentConfig) -> list[str]:
+    """Tracker announce URLs carrying this host's locality (ignored by trackers that do not
+    know the parameters)."""
+    loc = {k: v for k, v in (("region", cfg.locality.region), ("zone", cfg.locality.zone),
+                             ("rack", cfg.locality.rack)) if v}
+    query = f"?{urlencode(loc)}" if loc else ""
+    return [f"http://{t}/announce{query}" for t in cfg.trackers]
+
+
+def build_app(cfg: AgentConfig):
+    from agent.app import create_app
+    from common.store import CAStore
+    from torrents.session import TorrentSession
+    from tracker.client import TrackerClient
+
+    session = TorrentSession(cfg.torrent, trackers=announce_urls(cfg), user_agent="kraken-p2p-agent/0.1")
+    return create_app(cfg, store=CAStore(cfg.cache.root), session=session, tracker=TrackerClient(list(cfg.trackers)))
+
+
+def app_from_env():
+    return server.app_from_env("agent", AgentConfig, build_app)
+
+
+def main(argv=None) -> None:
+    server.main("agent", AgentConfig, build_app, HERE / "gunicorn.conf.py", argv)

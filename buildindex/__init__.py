@@ -1,0 +1,1 @@
+"""Build-index: tag -> digest mappings (a later issue)."""

@@ -1,0 +1,2 @@
+"""Pieces shared by every kraken-p2p component: config, digests, the hash ring, the
+content-addressed store, HTTP errors, logging and metrics."""

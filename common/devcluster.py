@@ -1,0 +1,238 @@
+"""A whole kraken-p2p cluster on this machine: redis-server, trackers, origins and agents,
+each a real gunicorn process, each agent on its own loopback address. Used by
+`krakenctl devcluster`, the integration tests and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+from common.config import merge
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def origin_ip(i: int) -> str:
+    return f"127.0.0.{2 + i}"
+
+
+def agent_ip(i: int) -> str:
+    return f"127.0.0.{20 + i}"
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log_path: Path
+    addr: str = ""
+    popen: subprocess.Popen | None = None
+    extra: dict = field(default_factory=dict)
+
+    def start(self, env: dict) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab")
+        # Own process group: stop, pause and kill reach the gunicorn workers as well.
+        self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                      env=env, start_new_session=True)
+        out.close()
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 10) -> None:
+        if not self.alive():
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+        # Workers whose master went first.
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Cluster:
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        *,
+        agents: int = 3,
+        origins: int = 3,
+        replicas: int = 2,
+        trackers: int = 1,
+        tracker_config: dict | None = None,
+        origin_config: dict | None = None,
+        agent_config: dict | None = None,
+        log_level: str = "INFO",
+    ):
+        self.workdir = Path(workdir).resolve()
+        self.n_agents, self.n_origins, self.n_trackers = agents, origins, trackers
+        self.replicas = replicas
+        self.overrides = {"tracker": tracker_config or {}, "origin": origin_config or {}, "agent": agent_config or {}}
+        self.log_level = log_level
+        self.procs: dict[str, Proc] = {}
+        self.redis_addr = ""
+        self.trackers: list[str] = []
+        self.origins: list[str] = []
+        self.agents: list[dict] = []
+
+    # Layout.
+    def _write_config(self, name: str, data: dict) -> Path:
+        path = self.workdir / "config" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def _component(self, kind: str, name: str, addr: str, data: dict) -> Proc:
+        data = merge(data, self.overrides[kind])
+        data.setdefault("log", {"level": self.log_level})
+        cfg = self._write_config(name, data)
+        proc = Proc(name, [sys.executable, "-m", kind, "--config", str(cfg)], self.workdir / "logs" / f"{name}.log", addr)
+        self.procs[name] = proc
+        return proc
+
+    def plan(self) -> None:
+        """Chooses addresses and writes every config file."""
+        self.redis_addr = f"127.0.0.1:{free_port()}"
+        self.trackers = [f"127.0.0.1:{free_port()}" for _ in range(self.n_trackers)]
+        self.origins = [f"{origin_ip(i)}:{free_port(origin_ip(i))}" for i in range(self.n_origins)]
+        self.agents = [{"server": f"{agent_ip(i)}:{free_port(agent_ip(i))}"} for i in range(self.n_agents)]
+        ring = {"members": self.origins, "replicas": self.replicas}
+        redis_dir = self.workdir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        host, port = self.redis_addr.split(":")
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.procs["redis"] = Proc(
+            "redis",
+            [server, "--bind", host, "--port", port, "--save", "", "--appendonly", "no",
+             "--dir", str(redis_dir), "--protected-mode", "yes"],
+            self.workdir / "logs" / "redis.log", self.redis_addr,
+        )
+        for i, addr in enumerate(self.trackers):
+            h, p = addr.split(":")
+            self._component("tracker", f"tracker-{i}", addr, {
+                "server": {"host": h, "port": int(p)}, "redis": {"addr": self.redis_addr}, "origins": ring,
+            })
+        for i, addr in enumerate(self.origins):
+            h, p = addr.split(":")
+            self._component("origin", f"origin-{i}", addr, {
+                "server": {"host": h, "port": int(p)}, "ring": ring, "trackers": self.trackers,
+                "store": {"root": str(self.workdir / f"origin-{i}")},
+                "torrent": {"listen_ip": h, "port": free_port(h)},
+            })
+        for i, agent in enumerate(self.agents):
+            h, p = agent["server"].split(":")
+            self._component("agent", f"agent-{i}", agent["server"], {
+                "server": {"host": h, "port": int(p)}, "trackers": self.trackers,
+                "cache": {"root": str(self.workdir / f"agent-{i}")},
+                "torrent": {"listen_ip": h, "port": free_port(h)},
+            })
+
+    # Life cycle.
+    def start(self, timeout: float = 90) -> dict:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.procs:
+            self.plan()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            for proc in self.procs.values():
+                proc.start(env)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        info = self.info()
+        (self.workdir / "cluster.json").write_text(json.dumps(info, indent=2) + "\n")
+        return info
+
+    def wait_healthy(self, timeout: float, names=None) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names or self.procs:
+            proc = self.procs[name]
+            while True:
+                if not proc.alive():
+                    raise RuntimeError(f"{name} exited; see {proc.log_path}:\n{_tail(proc.log_path)}")
+                if self._healthy(proc):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not healthy after {timeout}s; see {proc.log_path}")
+                time.sleep(0.1)
+
+    @staticmethod
+    def _healthy(proc: Proc) -> bool:
+        if proc.name == "redis":
+            host, port = proc.addr.split(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(64).startswith(b"+PONG")
+            except OSError:
+                return False
+        try:
+            return requests.get(f"http://{proc.addr}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def info(self) -> dict:
+        return {"redis": self.redis_addr, "trackers": self.trackers, "origins": self.origins,
+                "build_index": [], "proxy": None, "agents": self.agents}
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+
+    def restart(self, name: str, timeout: float = 60) -> None:
+        proc = self.procs[name]
+        proc.stop()
+        proc.start({**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.wait_healthy(timeout, [name])
+
+    def pause(self, name: str) -> None:
+        self.procs[name].signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].signal(signal.SIGCONT)
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""

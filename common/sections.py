@@ -1,0 +1,49 @@
+"""Config sections that several components share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Extra gunicorn settings (e.g. {"workers": 4} for the tracker, {"accesslog": "-"}).
+    gunicorn: dict = field(default_factory=dict)
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    """The origin cluster as every component sees it: members as host:port."""
+
+    members: tuple[str, ...] = ()
+    replicas: int = 2
+    # Passive health: this many failures in a row take a member out for `cooldown` s.
+    fail_threshold: int = 3
+    cooldown: float = 30.0
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    addr: str = "127.0.0.1:6379"
+    db: int = 0
+    password: str = ""
+
+    def client(self):
+        import redis
+
+        host, _, port = self.addr.rpartition(":")
+        return redis.Redis(
+            host=host, port=int(port), db=self.db, password=self.password or None,
+            socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+        )

@@ -1,0 +1,113 @@
+"""What an origin does with the blobs it holds: keep them, seed them, copy them to the
+other replicas of their ring position."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import gevent
+import gevent.queue
+
+from common.concurrency import in_thread
+from common.digest import Digest
+from common.errors import Conflict, DigestMismatch, KrakenError, NotFound
+from common.ring import HashRing
+from common.store import CAStore
+from origin.client import OriginClient
+from origin.config import ReplicationConfig
+from torrents import metainfo as mi
+from torrents.seeder import EMPTY, Seeder
+from torrents.session import TorrentSession
+
+log = logging.getLogger(__name__)
+
+
+class BlobManager:
+    def __init__(
+        self,
+        store: CAStore,
+        session: TorrentSession,
+        ring: HashRing,
+        self_addr: str,
+        replication: ReplicationConfig,
+        metrics=None,
+    ):
+        self.store = store
+        self.session = session
+        self.ring = ring
+        self.self_addr = self_addr
+        self.replication = replication
+        self.seeder = Seeder(store, session)
+        self._replicas: gevent.queue.Queue = gevent.queue.Queue()
+        self._metrics = metrics
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def start(self) -> None:
+        self._greenlets = [gevent.spawn(self.seeder.seed_all), gevent.spawn(self._replicate_loop)]
+
+    def stop(self) -> None:
+        gevent.killall(self._greenlets, block=False)
+
+    def has(self, digest: Digest) -> bool:
+        return self.store.exists(digest)
+
+    def metainfo(self, digest: Digest) -> mi.Metainfo:
+        """The blob's metainfo; also makes sure the blob is being seeded, since whoever asks
+        for metainfo is about to join the swarm."""
+        return self.seeder.metainfo(digest)
+
+    def commit(self, namespace: str, digest: Digest, src: Path) -> None:
+        """Verifies and stores a finished upload, seeds it, queues its replication. Raises
+        DigestMismatch (the upload is deleted, nothing is stored)."""
+        if self.store.exists(digest):
+            os.unlink(src)
+            raise Conflict(f"blob {digest} already exists")
+        actual = in_thread(Digest.of_file, src)
+        if actual != digest:
+            os.unlink(src)
+            raise DigestMismatch(digest, actual)
+        self.store.commit_file(src, digest, verified=True)
+        self._after_store(namespace, digest, replicate=True)
+
+    def receive(self, namespace: str, digest: Digest, chunks: Iterable[bytes]) -> None:
+        """Stores a copy pushed by a fellow replica (verified as it is written)."""
+        if self.store.exists(digest):
+            raise Conflict(f"blob {digest} already exists")
+        self.store.write_stream(digest, chunks)
+        self._after_store(namespace, digest, replicate=False)
+
+    def _after_store(self, namespace: str, digest: Digest, *, replicate: bool) -> None:
+        if digest != EMPTY:
+            self.metainfo(digest)
+        if replicate:
+            for addr in self.ring.locations(digest):
+                if addr != self.self_addr:
+                    self._replicas.put((namespace, digest, addr, 0))
+
+    def delete(self, digest: Digest) -> bool:
+        return self.seeder.drop(digest)
+
+    def _replicate_loop(self) -> None:
+        while True:
+            namespace, digest, addr, attempt = self._replicas.get()
+            gevent.spawn(self._replicate_one, namespace, digest, addr, attempt)
+
+    def _replicate_one(self, namespace: str, digest: Digest, addr: str, attempt: int) -> None:
+        try:
+            OriginClient(addr).replicate(namespace, digest, self.store.path(digest))
+            log.info("replicated %s to %s", digest, addr)
+            if self._metrics:
+                self._metrics.labels("ok").inc()
+        except (KrakenError, OSError) as exc:
+            if self._metrics:
+                self._metrics.labels("error").inc()
+            if attempt + 1 >= self.replication.attempts:
+                log.error("giving up replicating %s to %s: %s", digest, addr, exc)
+                return
+            delay = self.replication.backoff * 2**attempt
+            log.warning("replicating %s to %s failed (%s); retry in %.1fs", digest, addr, exc, delay)
+            gevent.sleep(delay)
+            self._replicas.put((namespace, digest, addr, attempt + 1))

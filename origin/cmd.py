@@ -1,0 +1,32 @@
+"""The one place that builds the origin's concrete objects from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import server
+from origin.config import OriginConfig
+
+HERE = Path(__file__).parent
+
+
+def build_app(cfg: OriginConfig):
+    from common.ring import HashRing, HealthTracker
+    from common.store import CAStore
+    from origin.app import create_app
+    from torrents.session import TorrentSession
+
+    members = cfg.ring.members or (cfg.self_addr,)
+    ring = HashRing(members, cfg.ring.replicas, HealthTracker(cfg.ring.fail_threshold, cfg.ring.cooldown))
+    # Origins mark their announces so trackers rank them after agents that have finished.
+    trackers = [f"http://{t}/announce?origin=1" for t in cfg.trackers]
+    session = TorrentSession(cfg.torrent, trackers=trackers, user_agent="kraken-p2p-origin/0.1")
+    return create_app(cfg, store=CAStore(cfg.store.root), session=session, ring=ring)
+
+
+def app_from_env():
+    return server.app_from_env("origin", OriginConfig, build_app)
+
+
+def main(argv=None) -> None:
+    server.main("origin", OriginConfig, build_app, HERE / "gunicorn.conf.py", argv)

@@ -1,0 +1,1 @@
+"""Proxy: the Docker Registry v2 push and pull API (a later issue)."""

@@ -1,0 +1,23 @@
+"""Settings for one libtorrent session (one per agent or origin process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TorrentConfig:
+    # Address and port peers reach this host on. Port 0 lets the OS choose (tests).
+    listen_ip: str = "127.0.0.1"
+    port: int = 0
+    # Per-session caps in bytes per second, 0 = unlimited. They apply to LAN and loopback
+    # peers too (libtorrent exempts those unless told otherwise).
+    upload_rate_limit: int = 0
+    download_rate_limit: int = 0
+    connections_limit: int = 400
+    # Seconds between announces; libtorrent otherwise clamps the tracker's interval to 300.
+    min_announce_interval: int = 15
+    # How often progress is polled from libtorrent (seconds).
+    progress_interval: float = 0.5
+    # Raw libtorrent settings_pack overrides, for tuning without a code change.
+    settings: dict = field(default_factory=dict)

@@ -1,0 +1,44 @@
+"""Client for the trackers' metainfo endpoint, failing over between trackers."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import requests
+
+from common.digest import Digest
+from common.errors import NotFound, Pending, Unavailable
+from torrents.metainfo import Metainfo, MetainfoError
+
+
+class TrackerClient:
+    def __init__(self, trackers: list[str], session: requests.Session | None = None, timeout=(2, 30)):
+        if not trackers:
+            raise ValueError("at least one tracker is needed")
+        self.trackers = list(trackers)
+        self.http = session or requests.Session()
+        self.timeout = timeout
+
+    def get_metainfo(self, namespace: str, digest: Digest) -> Metainfo:
+        """Raises NotFound (no origin has it), Pending (an origin is fetching it) or
+        Unavailable (no tracker answered)."""
+        errors = []
+        for addr in self.trackers:
+            url = f"http://{addr}/namespace/{quote(namespace, safe='')}/blobs/{digest}/metainfo"
+            try:
+                resp = self.http.get(url, timeout=self.timeout)
+            except requests.RequestException as exc:
+                errors.append(f"{addr}: {exc}")
+                continue
+            if resp.status_code == 200:
+                try:
+                    return Metainfo.from_torrent(resp.content, expect=digest)
+                except MetainfoError as exc:
+                    errors.append(f"{addr}: {exc}")
+                    continue
+            if resp.status_code == 404:
+                raise NotFound(f"blob {digest} not found")
+            if resp.status_code == 202:
+                raise Pending(f"blob {digest} is being fetched by an origin")
+            errors.append(f"{addr}: HTTP {resp.status_code} {resp.text[:200]}")
+        raise Unavailable(f"no tracker could give metainfo for {digest}: {'; '.join(errors)}")

@@ -1,0 +1,170 @@
+"""Peer state per torrent. Redis in production (shared by every tracker instance), an
+in-memory store for unit tests; one contract test suite runs against both."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: bytes
+    ip: str
+    port: int
+    complete: bool = False
+    origin: bool = False
+    zone: str = ""
+    rack: str = ""
+    region: str = ""
+
+    def to_json(self, now: float) -> str:
+        d = asdict(self)
+        d["peer_id"] = self.peer_id.hex()
+        d["ts"] = now
+        return json.dumps(d, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw) -> tuple[PeerInfo, float]:
+        d = json.loads(raw)
+        ts = d.pop("ts")
+        d["peer_id"] = bytes.fromhex(d["peer_id"])
+        return cls(**d), ts
+
+
+@dataclass(frozen=True)
+class SwarmCounts:
+    complete: int
+    incomplete: int
+    downloaded: int
+
+
+class PeerStore(ABC):
+    def __init__(self, ttl: float, clock=time.time):
+        self.ttl = ttl
+        self.clock = clock
+
+    @abstractmethod
+    def update(self, infohash: bytes, peer: PeerInfo) -> None: ...
+
+    @abstractmethod
+    def remove(self, infohash: bytes, peer_id: bytes) -> None: ...
+
+    @abstractmethod
+    def peers(self, infohash: bytes) -> list[PeerInfo]:
+        """Live peers (heard from within ttl)."""
+
+    @abstractmethod
+    def mark_completed(self, infohash: bytes) -> None:
+        """Counts a finished download (scrape's `downloaded`)."""
+
+    @abstractmethod
+    def downloaded(self, infohash: bytes) -> int: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raises if the store cannot answer."""
+
+    def counts(self, infohash: bytes) -> SwarmCounts:
+        peers = self.peers(infohash)
+        complete = sum(p.complete for p in peers)
+        return SwarmCounts(complete, len(peers) - complete, self.downloaded(infohash))
+
+
+class MemoryPeerStore(PeerStore):
+    def __init__(self, ttl: float, clock=time.time):
+        super().__init__(ttl, clock)
+        self._swarms: dict[bytes, dict[bytes, tuple[PeerInfo, float]]] = {}
+        self._downloaded: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+
+    def update(self, infohash, peer):
+        with self._lock:
+            self._swarms.setdefault(infohash, {})[peer.peer_id] = (peer, self.clock())
+
+    def remove(self, infohash, peer_id):
+        with self._lock:
+            self._swarms.get(infohash, {}).pop(peer_id, None)
+
+    def peers(self, infohash):
+        cutoff = self.clock() - self.ttl
+        with self._lock:
+            swarm = self._swarms.get(infohash, {})
+            for pid in [pid for pid, (_, ts) in swarm.items() if ts < cutoff]:
+                del swarm[pid]
+            return [p for p, _ in swarm.values()]
+
+    def mark_completed(self, infohash):
+        with self._lock:
+            self._downloaded[infohash] = self._downloaded.get(infohash, 0) + 1
+
+    def downloaded(self, infohash):
+        return self._downloaded.get(infohash, 0)
+
+    def ping(self):
+        return None
+
+
+class RedisPeerStore(PeerStore):
+    """One hash per torrent, peer id -> JSON with a timestamp. The whole hash expires after
+    ttl without announces; stale fields are dropped as they are read."""
+
+    def __init__(self, redis, ttl: float, clock=time.time, prefix: str = "kraken:"):
+        super().__init__(ttl, clock)
+        self.r = redis
+        self.prefix = prefix
+
+    def _key(self, infohash: bytes) -> str:
+        return f"{self.prefix}peers:{infohash.hex()}"
+
+    def update(self, infohash, peer):
+        key = self._key(infohash)
+        with self.r.pipeline(transaction=False) as p:
+            p.hset(key, peer.peer_id.hex(), peer.to_json(self.clock()))
+            p.expire(key, int(self.ttl) + 1)
+            p.execute()
+
+    def remove(self, infohash, peer_id):
+        self.r.hdel(self._key(infohash), peer_id.hex())
+
+    def peers(self, infohash):
+        key = self._key(infohash)
+        cutoff = self.clock() - self.ttl
+        live, stale = [], []
+        for field, raw in self.r.hgetall(key).items():
+            peer, ts = PeerInfo.from_json(raw)
+            (stale if ts < cutoff else live).append((field, peer))
+        if stale:
+            self.r.hdel(key, *[f for f, _ in stale])
+        return [p for _, p in live]
+
+    def mark_completed(self, infohash):
+        self.r.incr(f"{self.prefix}downloaded:{infohash.hex()}")
+
+    def downloaded(self, infohash):
+        return int(self.r.get(f"{self.prefix}downloaded:{infohash.hex()}") or 0)
+
+    def ping(self):
+        self.r.ping()
+
+
+class MetainfoCache:
+    """Metainfo by digest in Redis. The info-hash -> digest index lets the tracker name the
+    blob behind an announce."""
+
+    def __init__(self, redis, ttl: int, prefix: str = "kraken:"):
+        self.r = redis
+        self.ttl = ttl
+        self.prefix = prefix
+
+    def get(self, digest_hex: str) -> bytes | None:
+        return self.r.get(f"{self.prefix}metainfo:{digest_hex}")
+
+    def put(self, digest_hex: str, infohash_hex: str, info: bytes) -> None:
+        with self.r.pipeline(transaction=False) as p:
+            p.set(f"{self.prefix}metainfo:{digest_hex}", info, ex=self.ttl)
+            p.set(f"{self.prefix}infohash:{infohash_hex}", digest_hex, ex=self.ttl)
+            p.execute()

@@ -1,0 +1,31 @@
+"""The .torrent for a blob: from the Redis cache, else from the origin ring (then cached).
+Its announce URL names this tracker so a standard client can use the file as it is."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from common.httputil import parse_digest
+from torrents.metainfo import Metainfo
+
+bp = Blueprint("metainfo", __name__)
+
+
+@bp.get("/namespace/<path:namespace>/blobs/<digest>/metainfo")
+def metainfo(namespace: str, digest: str):
+    d = parse_digest(digest)
+    cache = current_app.extensions["metainfo_cache"]
+    info = cache.get(d.hex)
+    if info is not None:
+        meta = Metainfo(info)
+        current_app.extensions["metrics_metainfo"].labels("hit").inc()
+    else:
+        # Raises NotFound (404), Pending (202) or Unavailable (503), which the error
+        # handler turns into those statuses.
+        torrent = current_app.extensions["origins"].get_metainfo(namespace, d)
+        meta = Metainfo.from_torrent(torrent, expect=d)
+        cache.put(d.hex, meta.infohash_hex, meta.info)
+        current_app.extensions["metrics_metainfo"].labels("miss").inc()
+    cfg = current_app.config["KRAKEN"]
+    announce = cfg.public_url.rstrip("/") + "/announce" if cfg.public_url else request.host_url + "announce"
+    return Response(meta.torrent(announce=announce), mimetype="application/x-bittorrent")
