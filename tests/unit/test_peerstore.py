@@ -1,0 +1,65 @@
+"""One contract, run against every PeerStore: the in-memory fake and real Redis."""
+
+import pytest
+
+from tracker.peerstore import MemoryPeerStore, PeerInfo, RedisPeerStore
+
+IH = b"\x01" * 20
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_and_clock(request):
+    clock = Clock()
+    if request.param == "memory":
+        return MemoryPeerStore(ttl=30, clock=clock), clock
+    r = request.getfixturevalue("redis_client")
+    return RedisPeerStore(r, ttl=30, clock=clock), clock
+
+
+def peer(n, **kw):
+    return PeerInfo(peer_id=bytes([n]) * 20, ip=f"127.0.0.{n}", port=6000 + n, **kw)
+
+
+def test_update_then_list(store_and_clock):
+    store, _ = store_and_clock
+    store.update(IH, peer(1))
+    store.update(IH, peer(2, complete=True, zone="z"))
+    assert sorted(p.ip for p in store.peers(IH)) == ["127.0.0.1", "127.0.0.2"]
+    assert [p for p in store.peers(IH) if p.complete][0].zone == "z"
+    assert store.peers(b"\x02" * 20) == []
+
+
+def test_reannounce_replaces_state(store_and_clock):
+    store, _ = store_and_clock
+    store.update(IH, peer(1))
+    store.update(IH, peer(1, complete=True))
+    (p,) = store.peers(IH)
+    assert p.complete
+
+
+def test_stale_peers_expire(store_and_clock):
+    store, clock = store_and_clock
+    store.update(IH, peer(1))
+    clock.now += 20
+    store.update(IH, peer(2))
+    clock.now += 15
+    assert [p.ip for p in store.peers(IH)] == ["127.0.0.2"]
+
+
+def test_remove_and_counts(store_and_clock):
+    store, _ = store_and_clock
+    store.update(IH, peer(1, complete=True))
+    store.update(IH, peer(2))
+    store.mark_completed(IH)
+    c = store.counts(IH)
+    assert (c.complete, c.incomplete, c.downloaded) == (1, 1, 1)
+    store.remove(IH, peer(2).peer_id)
+    assert store.counts(IH).incomplete == 0

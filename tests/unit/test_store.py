@@ -1,0 +1,75 @@
+import os
+
+import pytest
+
+from common.digest import Digest
+from common.errors import DigestMismatch, NotFound
+from common.store import CAStore
+
+
+def test_write_stream_verifies_and_publishes(tmp_path):
+    store = CAStore(tmp_path)
+    data = os.urandom(3 << 20)
+    d = Digest.of_bytes(data)
+    assert store.write_stream(d, [data[:1000], data[1000:]]) == len(data)
+    assert store.exists(d) and store.size(d) == len(data)
+    with store.open(d) as f:
+        assert f.read() == data
+    assert list(store.list()) == [d]
+
+
+def test_mismatch_stores_nothing_and_leaves_no_temp_file(tmp_path):
+    store = CAStore(tmp_path)
+    d = Digest.of_bytes(b"expected")
+    with pytest.raises(DigestMismatch):
+        store.write_stream(d, [b"something else"])
+    assert not store.exists(d)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_failed_writer_never_exposes_a_partial_blob(tmp_path):
+    store = CAStore(tmp_path)
+    d = Digest.of_bytes(b"a" * 100)
+
+    def chunks():
+        yield b"a" * 50
+        raise ConnectionError("client went away")
+
+    with pytest.raises(ConnectionError):
+        store.write_stream(d, chunks())
+    assert not store.exists(d)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_commit_file_checks_digest_and_deletes_bad_source(tmp_path):
+    store = CAStore(tmp_path)
+    src = tmp_path / "upload"
+    src.write_bytes(b"payload")
+    wrong = Digest.of_bytes(b"other")
+    with pytest.raises(DigestMismatch):
+        store.commit_file(src, wrong)
+    assert not src.exists() and not store.exists(wrong)
+    src.write_bytes(b"payload")
+    right = Digest.of_bytes(b"payload")
+    store.commit_file(src, right)
+    assert store.exists(right) and not src.exists()
+
+
+def test_leftover_temp_files_are_swept_at_start(tmp_path):
+    CAStore(tmp_path)
+    (tmp_path / "tmp" / "junk").write_bytes(b"half a blob")
+    CAStore(tmp_path)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_delete_removes_blob_and_sidecars(tmp_path):
+    store = CAStore(tmp_path)
+    d = Digest.of_bytes(b"x")
+    store.write_stream(d, [b"x"])
+    store.set_meta(d, "torrent", b"meta")
+    assert store.get_meta(d, "torrent") == b"meta"
+    assert store.delete(d)
+    assert store.get_meta(d, "torrent") is None
+    with pytest.raises(NotFound):
+        store.size(d)
+    assert not store.delete(d)

@@ -1,0 +1,132 @@
+"""The tracker app with an in-memory peer store and a fake origin cluster (unit tier; the
+integration tests run it under gunicorn against real Redis and origins)."""
+
+from urllib.parse import quote_from_bytes
+
+import pytest
+
+from common import bencode
+from common.digest import Digest
+from common.errors import NotFound, Pending
+from tracker.app import create_app
+from tracker.config import TrackerConfig
+from tracker.peerstore import MemoryPeerStore
+from tracker.views.announce import decode_compact
+
+IH = bytes(range(20))
+
+
+class FakeCache:
+    def __init__(self):
+        self.data = {}
+
+    def get(self, digest_hex):
+        return self.data.get(digest_hex)
+
+    def put(self, digest_hex, infohash_hex, info):
+        self.data[digest_hex] = info
+
+
+class FakeOrigins:
+    def __init__(self, torrents):
+        self.torrents = torrents
+        self.calls = 0
+
+    def get_metainfo(self, namespace, digest):
+        self.calls += 1
+        value = self.torrents.get(digest)
+        if isinstance(value, Exception):
+            raise value
+        if value is None:
+            raise NotFound(f"{digest} not found")
+        return value
+
+
+@pytest.fixture
+def make_client():
+    def make(origins=None, **announce):
+        from tracker.config import AnnounceConfig
+
+        cfg = TrackerConfig(announce=AnnounceConfig(**announce))
+        app = create_app(cfg, peer_store=MemoryPeerStore(ttl=60), metainfo_cache=FakeCache(),
+                         origins=origins or FakeOrigins({}))
+        return app.test_client()
+
+    return make
+
+
+def announce(client, peer_id, port, source="127.0.0.1", **params):
+    q = f"info_hash={quote_from_bytes(IH)}&peer_id={quote_from_bytes(peer_id)}&port={port}"
+    q += "".join(f"&{k}={v}" for k, v in params.items())
+    return client.get(f"/announce?{q}", environ_base={"REMOTE_ADDR": source})
+
+
+def test_announce_returns_compact_peers_without_the_requester(make_client):
+    c = make_client()
+    announce(c, b"a" * 20, 6001, source="127.0.0.11", left=0)
+    resp = announce(c, b"b" * 20, 6002, source="127.0.0.12", left=100, compact=1)
+    body = bencode.decode(resp.data)
+    assert resp.status_code == 200 and body[b"interval"] == 15
+    assert decode_compact(body[b"peers"]) == [("127.0.0.11", 6001)]
+    assert body[b"complete"] == 1 and body[b"incomplete"] == 1
+
+
+def test_announce_ip_parameter_and_non_compact_form(make_client):
+    c = make_client()
+    announce(c, b"a" * 20, 6001, source="127.0.0.1", ip="127.0.0.50")
+    body = bencode.decode(announce(c, b"b" * 20, 6002, compact=0).data)
+    assert body[b"peers"] == [{b"ip": b"127.0.0.50", b"port": 6001, b"peer id": b"a" * 20}]
+
+
+def test_ipv6_peers_go_in_peers6(make_client):
+    c = make_client()
+    announce(c, b"a" * 20, 6001, source="::1")
+    body = bencode.decode(announce(c, b"b" * 20, 6002).data)
+    assert decode_compact(body[b"peers6"], v6=True) == [("::1", 6001)]
+
+
+def test_stopped_removes_peer_and_completed_counts(make_client):
+    c = make_client()
+    announce(c, b"a" * 20, 6001, left=0, event="completed")
+    announce(c, b"a" * 20, 6001, event="stopped")
+    scrape = c.get(f"/scrape?info_hash={quote_from_bytes(IH)}")
+    files = bencode.decode(scrape.data)[b"files"]
+    assert files[IH] == {b"complete": 0, b"incomplete": 0, b"downloaded": 1}
+
+
+@pytest.mark.parametrize("query,reason", [
+    ("peer_id=aaaaaaaaaaaaaaaaaaaa&port=1", b"missing info_hash"),
+    ("info_hash=short&peer_id=aaaaaaaaaaaaaaaaaaaa&port=1", b"info_hash must be 20 bytes"),
+    (f"info_hash={quote_from_bytes(IH)}&peer_id=aaaaaaaaaaaaaaaaaaaa&port=99999", b"port out of range"),
+    (f"info_hash={quote_from_bytes(IH)}&peer_id=aaaaaaaaaaaaaaaaaaaa&port=x", b"port must be an integer"),
+])
+def test_malformed_announce_gets_bencoded_failure(make_client, query, reason):
+    resp = make_client().get(f"/announce?{query}")
+    assert resp.status_code == 400
+    assert bencode.decode(resp.data)[b"failure reason"] == reason
+
+
+def test_metainfo_fetched_once_then_cached_with_our_announce_url(make_client, tmp_path):
+    from torrents.metainfo import build
+
+    (tmp_path / "b").write_bytes(b"blob" * 1000)
+    d = Digest.of_file(tmp_path / "b")
+    meta = build(tmp_path / "b", d)
+    origins = FakeOrigins({d: meta.torrent()})
+    c = make_client(origins)
+    for _ in range(3):
+        resp = c.get(f"/namespace/library%2Fbusybox/blobs/{d}/metainfo")
+        assert resp.status_code == 200 and resp.mimetype == "application/x-bittorrent"
+    assert origins.calls == 1
+    top = bencode.decode(resp.data)
+    assert top[b"announce"] == b"http://localhost/announce"
+    assert bencode.encode(top[b"info"]) == meta.info
+
+
+def test_metainfo_statuses(make_client):
+    pending = Digest.of_bytes(b"pending")
+    c = make_client(FakeOrigins({pending: Pending("fetching")}))
+    assert c.get(f"/namespace/x/blobs/{Digest.of_bytes(b'nope')}/metainfo").status_code == 404
+    assert c.get(f"/namespace/x/blobs/{pending}/metainfo").status_code == 202
+    resp = c.get("/namespace/x/blobs/sha256:XYZ/metainfo")
+    assert resp.status_code == 400 and "invalid digest" in resp.get_json()["error"]
