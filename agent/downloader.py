@@ -13,7 +13,7 @@ import gevent
 
 from common.concurrency import SingleFlight, in_thread
 from common.digest import Digest
-from common.errors import DigestMismatch, DownloadError, Pending
+from common.errors import DownloadError, Pending
 from common.store import CAStore
 from torrents.seeder import EMPTY, Seeder
 from torrents.session import TorrentSession
@@ -103,7 +103,8 @@ class Downloader:
             # blob's name promises, so check that too before anyone is served.
             actual = in_thread(_verify_and_sync, partial)
             if actual != digest:
-                raise DigestMismatch(digest, actual)
+                # Every piece passed its SHA-1, so the metainfo itself must be wrong.
+                raise DownloadError(f"downloaded content is {actual}, not {digest}: bad metainfo?")
             self.seeder.remember(digest, meta)
             # A rename into the cache; libtorrent keeps seeding from the new place.
             self.session.move(infohash, self.store.blob_dir(digest))

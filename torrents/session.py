@@ -50,6 +50,7 @@ class _Torrent:
         self.meta = meta
         self.finished = gevent.event.Event()
         self.moved = gevent.event.Event()
+        self.flushed = gevent.event.Event()
         self.error: str | None = None
         self.move_error: str | None = None
         self.progress = Progress(total=meta.length)
@@ -148,6 +149,12 @@ class TorrentSession:
                 raise DownloadError(f"download did not finish within {timeout:.0f}s")
         if t.error:
             raise DownloadError(t.error)
+        # "Finished" means every piece passed its hash check, not that libtorrent's disk
+        # threads have written them all; wait for that before anyone reads the file.
+        t.flushed.clear()
+        t.handle.flush_cache()
+        if not t.flushed.wait(timeout=60):
+            raise DownloadError("libtorrent did not flush the download to disk within 60s")
 
     def move(self, infohash: str, new_dir: Path, timeout: float = 60) -> None:
         """Moves a torrent's file to `new_dir` (a rename on one file system) and keeps
@@ -281,6 +288,10 @@ class TorrentSession:
             if t is not None:
                 t.error = alert.message()
                 t.finished.set()
+        elif isinstance(alert, lt.cache_flushed_alert):
+            t = self._entry(alert)
+            if t is not None:
+                t.flushed.set()
         elif isinstance(alert, lt.storage_moved_alert):
             t = self._entry(alert)
             if t is not None:

@@ -1,0 +1,387 @@
+"""Swarm benchmark: one blob, one origin, N agents asking for it at the same instant.
+
+Every host (the origin and each agent) is capped at R MiB/s up and down, so no agent can
+finish before S/R seconds (the per-host ideal). With BitTorrent sharing the whole swarm
+should come close to that while the origin uploads about one copy. The baseline repeats
+the run on a fresh cluster whose tracker hands out only origins (announce.origins_only):
+P2P sharing is off, the origin's R is split N ways and times grow towards N*S/R.
+
+    .venv/bin/python -m tests.bench.swarm --agents 20 --rate 8 --size 256
+
+Percentiles are nearest-rank (always an observed time): p99 is the slowest agent when
+N < 100. Writes OUT/swarm-<timestamp>.json (parameters, per-agent times, summaries) and
+OUT/swarm-<timestamp>.png (completion-time CDF of the runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+from common.config import merge
+from common.devcluster import Cluster
+from common.digest import Digest
+from origin.client import OriginClient
+
+MiB = 1 << 20
+NAMESPACE = "bench"
+# The origin's torrent counters are refreshed every progress_interval (0.5 s); wait a few
+# refreshes before reading them after the last agent finished.
+COUNTER_SETTLE = 1.5
+FRACTIONS = ("p50", "p99", "min", "mean")
+
+
+@dataclass
+class AgentResult:
+    agent: str
+    seconds: float | None = None  # last byte received and sha256 verified, from the common start
+    first_byte: float | None = None  # response headers: the agent had the blob verified on disk
+    error: str | None = "not finished before the deadline"
+
+
+@dataclass
+class RunResult:
+    mode: str
+    agents: list[AgentResult]
+    origin_sent_bytes: int
+    wall_seconds: float
+
+    @property
+    def times(self) -> list[float]:
+        return sorted(a.seconds for a in self.agents if a.seconds is not None)
+
+
+def nearest_rank(sorted_values: list[float], pct: float) -> float:
+    """The smallest observed value with at least pct % of the values at or below it."""
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def make_blob(path: Path, size: int) -> Digest:
+    """Random bytes (incompressible, unseen by any cache), hashed while written."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 4 * MiB))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return Digest(h.hexdigest())
+
+
+def cluster_overrides(rate_bps: int, baseline: bool, download_timeout: float) -> dict:
+    """Config overrides: the same cap on every host; agents must not give up on a slow
+    (baseline) download before the benchmark does."""
+    torrent = {"torrent": {"upload_rate_limit": rate_bps, "download_rate_limit": rate_bps}}
+    return {
+        "tracker_config": {"announce": {"origins_only": True}} if baseline else {},
+        "origin_config": torrent,
+        "agent_config": merge(torrent, {"download": {"stall_timeout": 600, "timeout": download_timeout}}),
+    }
+
+
+def origin_sent_bytes(addr: str) -> int:
+    """kraken_torrent_sent_payload_bytes from the origin's /metrics."""
+    resp = requests.get(f"http://{addr}/metrics", timeout=10)
+    resp.raise_for_status()
+    for line in resp.text.splitlines():
+        if line.startswith("kraken_torrent_sent_payload_bytes "):
+            return int(float(line.split()[1]))
+    raise RuntimeError(f"origin {addr}: no kraken_torrent_sent_payload_bytes in /metrics")
+
+
+def wait_metainfo(addr: str, digest: Digest, timeout: float = 60) -> None:
+    """The origin builds the torrent after commit; agents would only wait on 202 meanwhile."""
+    url = f"http://{addr}/namespace/{NAMESPACE}/blobs/{digest}/metainfo"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = requests.get(url, timeout=5).status_code
+        except requests.RequestException as exc:
+            status = str(exc)
+        if status == 200:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"origin {addr}: metainfo of {digest} not ready after {timeout}s ({status})")
+        time.sleep(0.1)
+
+
+def fetch_one(addr: str, digest: Digest, size: int, t0: float, deadline: float) -> AgentResult:
+    """GETs the blob from one agent, hashing and discarding the body. The read timeout is
+    the time left until the deadline, since the agent sends nothing until it has the blob."""
+    url = f"http://{addr}/namespace/{NAMESPACE}/blobs/{digest}"
+    result = AgentResult(addr)
+    h, got = hashlib.sha256(), 0
+    try:
+        with requests.get(url, stream=True, timeout=(5, max(1.0, deadline - time.monotonic()))) as resp:
+            result.first_byte = time.monotonic() - t0
+            if resp.status_code != 200:
+                result.error = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                return result
+            for chunk in resp.iter_content(chunk_size=MiB):
+                h.update(chunk)
+                got += len(chunk)
+                if time.monotonic() > deadline:
+                    result.error = f"deadline passed while streaming ({got}/{size} bytes)"
+                    return result
+        done = time.monotonic() - t0
+    except requests.RequestException as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    if got != size or h.hexdigest() != digest.hex:
+        result.error = f"wrong body: {got} bytes, sha256:{h.hexdigest()}"
+        return result
+    result.seconds, result.error = done, None
+    return result
+
+
+def fetch_all(agents: list[str], digest: Digest, size: int, budget: float) -> tuple[list[AgentResult], float]:
+    """One thread per agent, all released at one instant; every time is measured from it."""
+    results = [AgentResult(a) for a in agents]
+    go = threading.Event()
+    clock: dict[str, float] = {}
+
+    def worker(i: int) -> None:
+        go.wait()
+        results[i] = fetch_one(agents[i], digest, size, clock["t0"], clock["deadline"])
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"fetch-{i}", daemon=True)
+               for i in range(len(agents))]
+    for th in threads:
+        th.start()
+    clock["t0"] = time.monotonic()
+    clock["deadline"] = clock["t0"] + budget
+    go.set()
+    for th in threads:
+        # Every request has its own timeout; the margin only covers a thread between reads.
+        th.join(max(0.0, clock["deadline"] + 10 - time.monotonic()))
+    return list(results), time.monotonic() - clock["t0"]
+
+
+def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.Namespace) -> RunResult:
+    """A fresh cluster (baseline: tracker hands out origins only), one upload, N fetches."""
+    size = blob.stat().st_size
+    cluster = Cluster(
+        root / mode, agents=args.agents, origins=1, replicas=1, trackers=1,
+        **cluster_overrides(rate_bps(args), mode == "baseline", max(3600.0, args.budget)),
+    )
+    try:
+        print(f"[{mode}] starting cluster: 1 tracker, 1 origin, {args.agents} agents ...", flush=True)
+        cluster.start(timeout=max(90, 5 * args.agents))
+        origin = cluster.origins[0]
+        OriginClient(origin).upload(NAMESPACE, digest, blob)
+        wait_metainfo(origin, digest)
+        before = origin_sent_bytes(origin)
+        print(f"[{mode}] {args.agents} agents fetching {args.size:g} MiB at {rate_label(args)} "
+              f"(deadline {args.budget:.0f} s) ...", flush=True)
+        results, wall = fetch_all([a["server"] for a in cluster.agents], digest, size, args.budget)
+        time.sleep(COUNTER_SETTLE)
+        after = origin_sent_bytes(origin)
+        run = RunResult(mode, results, after - before, wall)
+        for r in results:
+            if r.error:
+                print(f"[{mode}] agent {r.agent} failed: {r.error}", flush=True)
+        print(f"[{mode}] done: {len(run.times)}/{args.agents} agents in {wall:.1f} s", flush=True)
+        return run
+    finally:
+        cluster.stop()
+
+
+def summarize(run: RunResult, args: argparse.Namespace) -> dict:
+    t = run.times
+    out: dict = {
+        "mode": run.mode,
+        "completed": len(t),
+        "failed": args.agents - len(t),
+        "wall_seconds": run.wall_seconds,
+        "origin_sent_bytes": run.origin_sent_bytes,
+        "origin_upload_copies": run.origin_sent_bytes / (args.size * MiB),
+    }
+    if t:
+        out["seconds"] = {"min": t[0], "p50": nearest_rank(t, 50), "mean": statistics.fmean(t),
+                          "p99": nearest_rank(t, 99), "max": t[-1]}
+        if args.rate > 0:
+            # Per agent: (S/R) / its time. min is the slowest agent's, mean is over agents.
+            ideal = args.size / args.rate
+            per_agent = [ideal / x for x in t]
+            out["fraction_of_per_host_max"] = {
+                "p50": ideal / out["seconds"]["p50"], "p99": ideal / out["seconds"]["p99"],
+                "min": min(per_agent), "mean": statistics.fmean(per_agent),
+            }
+        else:
+            out["aggregate_mib_s"] = len(t) * args.size / t[-1]
+    out["per_agent"] = [asdict(a) for a in run.agents]
+    return out
+
+
+def speedup(summaries: dict[str, dict]) -> dict | None:
+    """Baseline time / P2P time for the median and the slowest agent."""
+    p2p, base = summaries.get("p2p", {}).get("seconds"), summaries.get("baseline", {}).get("seconds")
+    if not p2p or not base:
+        return None
+    return {"p50": base["p50"] / p2p["p50"], "slowest": base["max"] / p2p["max"]}
+
+
+def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
+    """The runs side by side: times in seconds, then fractions of the per-host max (or
+    aggregate throughput when unlimited), then what the origin uploaded in blob copies."""
+    keys = ["min", "p50", "mean", "p99", "max"]
+    rows = [["", "done"] + [f"{k} s" for k in keys]]
+    if args.rate > 0:
+        rows[0] += [f"frac {k}" for k in FRACTIONS]
+    else:
+        rows[0] += ["aggr MiB/s"]
+    rows[0] += ["origin up/S"]
+    for mode, s in summaries.items():
+        row = [mode, f"{s['completed']}/{args.agents}"]
+        sec = s.get("seconds")
+        row += [f"{sec[k]:.2f}" if sec else "-" for k in keys]
+        if args.rate > 0:
+            frac = s.get("fraction_of_per_host_max")
+            row += [f"{frac[k]:.3f}" if frac else "-" for k in FRACTIONS]
+        else:
+            row += [f"{s['aggregate_mib_s']:.1f}" if "aggregate_mib_s" in s else "-"]
+        row.append(f"{s['origin_upload_copies']:.2f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def plot(runs: list[RunResult], path: Path, args: argparse.Namespace) -> None:
+    """Completion-time CDF per run. Failed agents never reach the curve, so it stops short
+    of 1. Log x when the runs differ by much, or the P2P curve would be a vertical bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        t = run.times
+        if t:
+            ys = [(i + 1) / args.agents for i in range(len(t))]
+            ax.step([t[0]] + t, [0.0] + ys, where="post", linewidth=2,
+                    label=f"{run.mode}: p50 {nearest_rank(t, 50):.1f} s, slowest {t[-1]:.1f} s")
+    all_t = [x for run in runs for x in run.times]
+    if args.rate > 0:
+        ideal = args.size / args.rate
+        ax.axvline(ideal, linestyle="--", color="grey", label=f"per-host ideal S/R = {ideal:.1f} s")
+        all_t.append(ideal)
+    if all_t and max(all_t) / min(all_t) > 8:
+        ax.set_xscale("log")
+    else:
+        ax.set_xlim(left=0)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("seconds since all requests started")
+    ax.set_ylabel("fraction of agents done")
+    ax.set_title(f"kraken-p2p swarm: {args.agents} agents, {args.size:g} MiB blob, {rate_label(args)} per host")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def rate_bps(args: argparse.Namespace) -> int:
+    return int(args.rate * MiB)
+
+
+def rate_label(args: argparse.Namespace) -> str:
+    return f"{args.rate:g} MiB/s" if args.rate > 0 else "unlimited rate"
+
+
+def default_budget(args: argparse.Namespace) -> float:
+    """Seconds one run may take: twice the baseline's N*S/R plus start-up slack, or, when
+    unlimited, enough for 20 MiB/s delivered in total."""
+    if args.rate > 0:
+        return 2 * args.agents * args.size / args.rate + 120
+    return max(300.0, args.agents * args.size / 20)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.bench.swarm", description=__doc__.split("\n\n")[0])
+    p.add_argument("--agents", type=int, default=20, help="number of agents (default 20)")
+    p.add_argument("--rate", type=float, default=8, help="per-host up/down cap in MiB/s, 0 = unlimited (default 8)")
+    p.add_argument("--size", type=float, default=256, help="blob size in MiB (default 256)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="results directory")
+    p.add_argument("--mode", choices=["p2p", "baseline", "both"], default="both")
+    p.add_argument("--no-baseline", action="store_true", help="same as --mode p2p")
+    p.add_argument("--timeout", type=float, default=None, dest="budget",
+                   help="seconds one run may take (default: 2*N*S/R + 120)")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (cluster logs) afterwards")
+    args = p.parse_args(argv)
+    if not 1 <= args.agents <= 200:
+        p.error("--agents must be 1..200 (one 127.0.0.x address each)")
+    if args.size <= 0 or args.rate < 0:
+        p.error("--size must be > 0 and --rate >= 0")
+    if args.no_baseline:
+        args.mode = "p2p"
+    if args.budget is None:
+        args.budget = default_budget(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    modes = ["p2p", "baseline"] if args.mode == "both" else [args.mode]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = Path(tempfile.mkdtemp(prefix="kraken-swarm-"))
+    runs: list[RunResult] = []
+    try:
+        blob = root / "blob"
+        digest = make_blob(blob, int(args.size * MiB))
+        print(f"blob {digest} ({args.size:g} MiB), work dir {root}", flush=True)
+        for mode in modes:
+            runs.append(run_once(mode, root, blob, digest, args))
+    finally:
+        if args.keep:
+            print(f"work dir kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    summaries = {run.mode: summarize(run, args) for run in runs}
+    gain = speedup(summaries)
+    print()
+    print(f"{args.agents} agents, {args.size:g} MiB blob, {rate_label(args)} per host up and down"
+          + (f"; per-host ideal S/R = {args.size / args.rate:.2f} s" if args.rate > 0 else ""))
+    print("frac = (S/R) / time (min, mean: over agents); percentiles are nearest-rank"
+          " (p99 = slowest agent for N < 100); origin up/S = origin payload upload / blob size")
+    print(table(summaries, args))
+    if gain:
+        print(f"speed-up of P2P over origin-only: p50 {gain['p50']:.2f}x, slowest {gain['slowest']:.2f}x")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = args.out / f"swarm-{stamp}.json", args.out / f"swarm-{stamp}.png"
+    params = {
+        "agents": args.agents, "rate_mib_s": args.rate, "rate_bytes_s": rate_bps(args),
+        "size_mib": args.size, "size_bytes": int(args.size * MiB), "digest": str(digest),
+        "ideal_seconds": args.size / args.rate if args.rate > 0 else None, "modes": modes,
+        "budget_seconds": args.budget, "percentiles": "nearest-rank", "timestamp": stamp,
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
+    json_path.write_text(json.dumps({"params": params, "runs": summaries, "speedup": gain}, indent=2) + "\n")
+    plot(runs, png_path, args)
+    print(f"wrote {json_path} and {png_path}")
+    return 0 if all(s["failed"] == 0 for s in summaries.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""A real cluster for the integration tests: redis-server, a tracker, 3 origins (replicas
+2) and 6 agents, each a gunicorn process on its own loopback address."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.devcluster import Cluster
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"), agents=6, origins=3, replicas=2)
+    c.start()
+    yield c
+    c.stop()

@@ -1,0 +1,40 @@
+"""Helpers for the integration tests."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import requests
+
+from common.devcluster import Cluster
+from common.digest import Digest
+from common.ring import HashRing
+from origin.client import ClusterClient
+
+
+def upload(cluster: Cluster, data: bytes, tmp_path, namespace: str = "test") -> Digest:
+    path = tmp_path / f"blob-{len(data)}-{os.getpid()}-{time.monotonic_ns()}"
+    path.write_bytes(data)
+    digest = Digest.of_bytes(data)
+    ClusterClient(HashRing(cluster.origins, cluster.replicas)).upload(namespace, digest, path)
+    return digest
+
+
+def agent_url(cluster: Cluster, i: int, digest: Digest, namespace: str = "test") -> str:
+    return f"http://{cluster.agents[i]['server']}/namespace/{namespace}/blobs/{digest}"
+
+
+def metric(addr: str, name: str) -> float:
+    for line in requests.get(f"http://{addr}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
