@@ -1,0 +1,57 @@
+# kraken-p2p: `make run` starts a dev cluster, `make test` runs the test suite.
+# Both install what they need first: Debian packages (as root, or through sudo) and a venv.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages and a binary each provides, so installed ones are not fetched again.
+SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm lint clean
+
+help: ## Show the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+system-deps: ## Install the Debian packages the cluster and tests use (redis-server, aria2)
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair#*:}" >/dev/null || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed ## Create the virtualenv with pinned Python packages
+
+$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+deps: system-deps venv
+
+run: deps ## Run a dev cluster in the foreground (writes .devcluster/cluster.json; Ctrl-C stops it)
+	$(VENV)/bin/krakenctl devcluster --workdir .devcluster $(ARGS)
+
+test: deps ## Run every test (unit and integration, real processes)
+	$(VENV)/bin/pytest -q
+
+test-unit: deps ## Run the unit tests only
+	$(VENV)/bin/pytest -q tests/unit
+
+test-integration: deps ## Run the integration tests only
+	$(VENV)/bin/pytest -q tests/integration
+
+bench-swarm: deps ## Swarm benchmark: 1 origin, N agents at a per-host cap (BENCH_ARGS="--agents 20 --rate 8 --size 256")
+	$(VENV)/bin/python -m tests.bench.swarm $(BENCH_ARGS)
+
+lint: deps ## ruff check
+	$(VENV)/bin/pip install -q ruff && $(VENV)/bin/ruff check .
+
+clean: ## Remove the venv and dev-cluster state
+	rm -rf $(VENV) .devcluster bench-results
