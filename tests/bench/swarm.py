@@ -16,6 +16,7 @@ OUT/swarm-<timestamp>.png (completion-time CDF of the runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -52,6 +53,8 @@ class AgentResult:
     seconds: float | None = None  # last byte received and sha256 verified, from the common start
     first_byte: float | None = None  # response headers: the agent had the blob verified on disk
     error: str | None = "not finished before the deadline"
+    sent_bytes: int | None = None  # torrent payload this agent uploaded to other agents
+    recv_bytes: int | None = None  # torrent payload it received (more than S: duplicates)
 
 
 @dataclass
@@ -76,34 +79,36 @@ def make_blob(path: Path, size: int) -> Digest:
     """Random bytes (incompressible, unseen by any cache), hashed while written."""
     h = hashlib.sha256()
     with open(path, "wb") as f:
-        left = size
-        while left:
-            chunk = os.urandom(min(left, 4 * MiB))
+        for offset in range(0, size, 4 * MiB):
+            chunk = os.urandom(min(4 * MiB, size - offset))
             h.update(chunk)
             f.write(chunk)
-            left -= len(chunk)
     return Digest(h.hexdigest())
 
 
-def cluster_overrides(rate_bps: int, baseline: bool, download_timeout: float) -> dict:
+def cluster_overrides(rate_bps: int, baseline: bool, budget: float) -> dict:
     """Config overrides: the same cap on every host; agents must not give up on a slow
-    (baseline) download before the benchmark does."""
+    (baseline) download before the benchmark does. The stall timeout is as long as the
+    run because torrents/session.py adds torrents without update_subscribe: progress
+    never advances, so any stall_timeout shorter than a download aborts it."""
     torrent = {"torrent": {"upload_rate_limit": rate_bps, "download_rate_limit": rate_bps}}
+    download = {"stall_timeout": max(600.0, budget), "timeout": max(3600.0, budget)}
     return {
         "tracker_config": {"announce": {"origins_only": True}} if baseline else {},
         "origin_config": torrent,
-        "agent_config": merge(torrent, {"download": {"stall_timeout": 600, "timeout": download_timeout}}),
+        "agent_config": merge(torrent, {"download": download}),
     }
 
 
-def origin_sent_bytes(addr: str) -> int:
-    """kraken_torrent_sent_payload_bytes from the origin's /metrics."""
+def payload_bytes(addr: str, direction: str = "sent") -> int:
+    """kraken_torrent_{sent,recv}_payload_bytes from a host's /metrics."""
+    name = f"kraken_torrent_{direction}_payload_bytes "
     resp = requests.get(f"http://{addr}/metrics", timeout=10)
     resp.raise_for_status()
     for line in resp.text.splitlines():
-        if line.startswith("kraken_torrent_sent_payload_bytes "):
+        if line.startswith(name):
             return int(float(line.split()[1]))
-    raise RuntimeError(f"origin {addr}: no kraken_torrent_sent_payload_bytes in /metrics")
+    raise RuntimeError(f"{addr}: no {name.strip()} in /metrics")
 
 
 def wait_metainfo(addr: str, digest: Digest, timeout: float = 60) -> None:
@@ -176,27 +181,27 @@ def fetch_all(agents: list[str], digest: Digest, size: int, budget: float) -> tu
 
 def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.Namespace) -> RunResult:
     """A fresh cluster (baseline: tracker hands out origins only), one upload, N fetches."""
-    size = blob.stat().st_size
-    cluster = Cluster(
-        root / mode, agents=args.agents, origins=1, replicas=1, trackers=1,
-        **cluster_overrides(rate_bps(args), mode == "baseline", max(3600.0, args.budget)),
-    )
+    cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1,
+                      **cluster_overrides(rate_bps(args), mode == "baseline", args.budget))
     try:
         print(f"[{mode}] starting cluster: 1 tracker, 1 origin, {args.agents} agents ...", flush=True)
         cluster.start(timeout=max(90, 5 * args.agents))
         origin = cluster.origins[0]
         OriginClient(origin).upload(NAMESPACE, digest, blob)
         wait_metainfo(origin, digest)
-        before = origin_sent_bytes(origin)
+        before = payload_bytes(origin)
         print(f"[{mode}] {args.agents} agents fetching {args.size:g} MiB at {rate_label(args)} "
               f"(deadline {args.budget:.0f} s) ...", flush=True)
-        results, wall = fetch_all([a["server"] for a in cluster.agents], digest, size, args.budget)
+        results, wall = fetch_all([a["server"] for a in cluster.agents], digest, blob.stat().st_size,
+                                  args.budget)
         time.sleep(COUNTER_SETTLE)
-        after = origin_sent_bytes(origin)
-        run = RunResult(mode, results, after - before, wall)
+        after = payload_bytes(origin)
         for r in results:
-            if r.error:
-                print(f"[{mode}] agent {r.agent} failed: {r.error}", flush=True)
+            with contextlib.suppress(requests.RequestException, RuntimeError):
+                r.sent_bytes, r.recv_bytes = payload_bytes(r.agent), payload_bytes(r.agent, "recv")
+        run = RunResult(mode, results, after - before, wall)
+        for r in (r for r in results if r.error):
+            print(f"[{mode}] agent {r.agent} failed: {r.error}", flush=True)
         print(f"[{mode}] done: {len(run.times)}/{args.agents} agents in {wall:.1f} s", flush=True)
         return run
     finally:
@@ -212,6 +217,10 @@ def summarize(run: RunResult, args: argparse.Namespace) -> dict:
         "wall_seconds": run.wall_seconds,
         "origin_sent_bytes": run.origin_sent_bytes,
         "origin_upload_copies": run.origin_sent_bytes / (args.size * MiB),
+        # What agents uploaded to each other, in blob copies; and everything received over
+        # what N copies need (duplicate pieces).
+        "agents_upload_copies": sum(a.sent_bytes or 0 for a in run.agents) / (args.size * MiB),
+        "recv_overhead": sum(a.recv_bytes or 0 for a in run.agents) / (args.agents * args.size * MiB) - 1,
     }
     if t:
         out["seconds"] = {"min": t[0], "p50": nearest_rank(t, 50), "mean": statistics.fmean(t),
@@ -239,15 +248,12 @@ def speedup(summaries: dict[str, dict]) -> dict | None:
 
 
 def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
-    """The runs side by side: times in seconds, then fractions of the per-host max (or
-    aggregate throughput when unlimited), then what the origin uploaded in blob copies."""
+    """The runs side by side: times in seconds, fractions of the per-host max (aggregate
+    throughput when unlimited), then who uploaded how many blob copies."""
     keys = ["min", "p50", "mean", "p99", "max"]
-    rows = [["", "done"] + [f"{k} s" for k in keys]]
-    if args.rate > 0:
-        rows[0] += [f"frac {k}" for k in FRACTIONS]
-    else:
-        rows[0] += ["aggr MiB/s"]
-    rows[0] += ["origin up/S"]
+    rows = [["", "done"] + [f"{k} s" for k in keys]
+            + ([f"frac {k}" for k in FRACTIONS] if args.rate > 0 else ["aggr MiB/s"])
+            + ["origin up/S", "agents up/S", "dup recv"]]
     for mode, s in summaries.items():
         row = [mode, f"{s['completed']}/{args.agents}"]
         sec = s.get("seconds")
@@ -257,7 +263,8 @@ def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
             row += [f"{frac[k]:.3f}" if frac else "-" for k in FRACTIONS]
         else:
             row += [f"{s['aggregate_mib_s']:.1f}" if "aggregate_mib_s" in s else "-"]
-        row.append(f"{s['origin_upload_copies']:.2f}")
+        row += [f"{s['origin_upload_copies']:.2f}", f"{s['agents_upload_copies']:.2f}",
+                f"{s['recv_overhead'] * 100:.0f}%"]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -332,10 +339,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--agents must be 1..200 (one 127.0.0.x address each)")
     if args.size <= 0 or args.rate < 0:
         p.error("--size must be > 0 and --rate >= 0")
-    if args.no_baseline:
-        args.mode = "p2p"
-    if args.budget is None:
-        args.budget = default_budget(args)
+    args.mode = "p2p" if args.no_baseline else args.mode
+    args.budget = args.budget or default_budget(args)
     return args
 
 
@@ -345,12 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(tempfile.mkdtemp(prefix="kraken-swarm-"))
     runs: list[RunResult] = []
+    crashed = False
     try:
         blob = root / "blob"
         digest = make_blob(blob, int(args.size * MiB))
         print(f"blob {digest} ({args.size:g} MiB), work dir {root}", flush=True)
         for mode in modes:
-            runs.append(run_once(mode, root, blob, digest, args))
+            try:  # one run failing (a cluster that does not start) still reports the other
+                runs.append(run_once(mode, root, blob, digest, args))
+            except Exception as exc:  # noqa: BLE001
+                print(f"[{mode}] run failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                crashed = True
     finally:
         if args.keep:
             print(f"work dir kept: {root}")
@@ -363,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.agents} agents, {args.size:g} MiB blob, {rate_label(args)} per host up and down"
           + (f"; per-host ideal S/R = {args.size / args.rate:.2f} s" if args.rate > 0 else ""))
     print("frac = (S/R) / time (min, mean: over agents); percentiles are nearest-rank"
-          " (p99 = slowest agent for N < 100); origin up/S = origin payload upload / blob size")
+          " (p99 = slowest agent for N < 100)")
+    print("origin up/S, agents up/S = payload uploaded by the origin, by all agents, in blob copies;"
+          " dup recv = received beyond N copies")
     print(table(summaries, args))
     if gain:
         print(f"speed-up of P2P over origin-only: p50 {gain['p50']:.2f}x, slowest {gain['slowest']:.2f}x")
@@ -380,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps({"params": params, "runs": summaries, "speedup": gain}, indent=2) + "\n")
     plot(runs, png_path, args)
     print(f"wrote {json_path} and {png_path}")
-    return 0 if all(s["failed"] == 0 for s in summaries.values()) else 1
+    return 0 if not crashed and all(s["failed"] == 0 for s in summaries.values()) else 1
 
 
 if __name__ == "__main__":
