@@ -7,7 +7,7 @@ from agent.cache import Evictor
 from agent.config import AgentConfig
 from agent.downloader import Downloader
 from agent.views import blobs
-from common.httputil import health_blueprint, install_error_handler
+from common.httputil import health_blueprint, install_error_handler, trust_proxies
 from common.metrics import Metrics
 from common.store import CAStore
 from torrents.seeder import Seeder
@@ -35,7 +35,8 @@ def create_app(config: AgentConfig, *, store: CAStore, session: TorrentSession, 
         metrics.gauge(f"kraken_torrent_{key}", doc).set_function(lambda k=key: session.counters[k])
     app.extensions.update(downloader=downloader, seeder=seeder, evictor=evictor)
     install_error_handler(app)
-    app.register_blueprint(health_blueprint({"disk": lambda: store.free_bytes()}, metrics))
+    trust_proxies(app, config.server.trusted_proxies)
+    app.register_blueprint(health_blueprint({"disk": store.free_bytes, "tracker": tracker.ping}, metrics))
     app.register_blueprint(blobs.bp)
 
     greenlets = [gevent.spawn(seeder.seed_all), gevent.spawn(evictor.run, config.cache.sweep_interval)]

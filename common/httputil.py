@@ -66,6 +66,14 @@ def install_error_handler(app: Flask) -> None:
         return jsonify(body), status
 
 
+def trust_proxies(app: Flask, count: int) -> None:
+    """Behind `count` reverse proxies, take the client address from X-Forwarded-For."""
+    if count > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+
+
 def parse_digest(value: str) -> Digest:
     """Digest from a URL segment (which may arrive %-escaped), 400 when malformed."""
     try:

@@ -11,6 +11,9 @@ class ServerConfig:
     port: int = 0
     # Extra gunicorn settings (e.g. {"workers": 4} for the tracker, {"accesslog": "-"}).
     gunicorn: dict = field(default_factory=dict)
+    # Reverse proxies (nginx) in front of this server whose X-Forwarded-For is trusted.
+    # The tracker needs the real client address for peers that do not send `ip=`.
+    trusted_proxies: int = 0
 
     @property
     def addr(self) -> str:

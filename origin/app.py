@@ -3,7 +3,7 @@ from __future__ import annotations
 import gevent
 from flask import Flask
 
-from common.httputil import health_blueprint, install_error_handler
+from common.httputil import health_blueprint, install_error_handler, trust_proxies
 from common.metrics import Metrics
 from common.ring import HashRing
 from common.store import CAStore
@@ -27,7 +27,8 @@ def create_app(config: OriginConfig, *, store: CAStore, session: TorrentSession,
     _torrent_metrics(metrics, session)
     app.extensions.update(blobs=manager, uploads=upload_manager, ring=ring)
     install_error_handler(app)
-    app.register_blueprint(health_blueprint({"disk": lambda: store.free_bytes()}, metrics))
+    trust_proxies(app, config.server.trusted_proxies)
+    app.register_blueprint(health_blueprint({"disk": store.free_bytes}, metrics))
     app.register_blueprint(uploads.bp)
     app.register_blueprint(blobs.bp)
 

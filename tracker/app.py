@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from common.httputil import health_blueprint, install_error_handler
+from common.httputil import health_blueprint, install_error_handler, trust_proxies
 from common.metrics import Metrics
 from tracker.config import TrackerConfig
 from tracker.peerstore import MetainfoCache, PeerStore
@@ -23,6 +23,7 @@ def create_app(config: TrackerConfig, *, peer_store: PeerStore, metainfo_cache: 
         metrics_metainfo=metrics.counter("kraken_tracker_metainfo_total", "Metainfo requests by cache result.", ["cache"]),
     )
     install_error_handler(app)
+    trust_proxies(app, config.server.trusted_proxies)
     app.register_blueprint(health_blueprint({"redis": peer_store.ping}, metrics))
     app.register_blueprint(announce.bp)
     app.register_blueprint(metainfo.bp)

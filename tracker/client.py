@@ -19,6 +19,18 @@ class TrackerClient:
         self.http = session or requests.Session()
         self.timeout = timeout
 
+    def ping(self) -> None:
+        """Raises unless some tracker answers /health (agent readiness)."""
+        errors = []
+        for addr in self.trackers:
+            try:
+                if self.http.get(f"http://{addr}/health", timeout=(1, 2)).status_code == 200:
+                    return
+                errors.append(f"{addr}: unhealthy")
+            except requests.RequestException as exc:
+                errors.append(f"{addr}: {exc.__class__.__name__}")
+        raise Unavailable("no tracker answers: " + "; ".join(errors))
+
     def get_metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         """Raises NotFound (no origin has it), Pending (an origin is fetching it) or
         Unavailable (no tracker answered)."""

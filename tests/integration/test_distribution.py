@@ -116,3 +116,11 @@ def test_empty_blob_needs_no_torrent(cluster):
     empty = Digest.of_bytes(b"")
     resp = requests.get(agent_url(cluster, 5, empty), timeout=10)
     assert resp.status_code == 200 and resp.content == b""
+
+
+def test_every_component_is_ready_and_exports_metrics(cluster):
+    addrs = cluster.trackers + cluster.origins + [a["server"] for a in cluster.agents]
+    for addr in addrs:
+        assert requests.get(f"http://{addr}/readiness", timeout=5).status_code == 200, addr
+        text = requests.get(f"http://{addr}/metrics", timeout=5).text
+        assert "kraken_http_request_seconds" in text, addr

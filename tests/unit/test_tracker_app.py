@@ -130,3 +130,27 @@ def test_metainfo_statuses(make_client):
     assert c.get(f"/namespace/x/blobs/{pending}/metainfo").status_code == 202
     resp = c.get("/namespace/x/blobs/sha256:XYZ/metainfo")
     assert resp.status_code == 400 and "invalid digest" in resp.get_json()["error"]
+
+
+def test_readiness_names_the_failing_dependency():
+    class DeadStore(MemoryPeerStore):
+        def ping(self):
+            raise ConnectionError("connection refused")
+
+    app = create_app(TrackerConfig(), peer_store=DeadStore(ttl=60), metainfo_cache=FakeCache(), origins=FakeOrigins({}))
+    c = app.test_client()
+    assert c.get("/health").status_code == 200
+    resp = c.get("/readiness")
+    assert resp.status_code == 503 and "redis" in resp.get_json()["error"]
+
+
+def test_forwarded_client_address_is_used_only_behind_trusted_proxies():
+    from common.sections import ServerConfig
+
+    for trusted, expected in ((0, "10.0.0.1"), (1, "192.0.2.7")):
+        cfg = TrackerConfig(server=ServerConfig(trusted_proxies=trusted))
+        store = MemoryPeerStore(ttl=60)
+        c = create_app(cfg, peer_store=store, metainfo_cache=FakeCache(), origins=FakeOrigins({})).test_client()
+        q = f"info_hash={quote_from_bytes(IH)}&peer_id={'a' * 20}&port=7000"
+        c.get(f"/announce?{q}", environ_base={"REMOTE_ADDR": "10.0.0.1"}, headers={"X-Forwarded-For": "192.0.2.7"})
+        assert [p.ip for p in store.peers(IH)] == [expected]
