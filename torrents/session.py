@@ -212,8 +212,10 @@ class TorrentSession:
         atp.save_path = str(save_dir)
         atp.trackers = self.trackers
         # Not auto-managed and not paused: auto-managed torrents start paused until the
-        # next queue tick, which cost 0.5-1 s per torrent (LIBTORRENT-NOTES).
-        atp.flags = lt.torrent_flags.seed_mode if seed else 0
+        # next queue tick, which cost 0.5-1 s per torrent (LIBTORRENT-NOTES). Assigning
+        # flags drops the defaults, so update_subscribe must be named: without it
+        # post_torrent_updates() reports nothing and progress never moves.
+        atp.flags = lt.torrent_flags.update_subscribe | (lt.torrent_flags.seed_mode if seed else 0)
         handle = self._ses.add_torrent(atp)
         t = _Torrent(handle, meta)
         if seed:

@@ -41,8 +41,7 @@ from origin.client import OriginClient
 
 MiB = 1 << 20
 NAMESPACE = "bench"
-# The origin's torrent counters are refreshed every progress_interval (0.5 s); wait a few
-# refreshes before reading them after the last agent finished.
+# Torrent counters are refreshed every progress_interval (0.5 s): wait a few refreshes.
 COUNTER_SETTLE = 1.5
 FRACTIONS = ("p50", "p99", "min", "mean")
 
@@ -88,9 +87,9 @@ def make_blob(path: Path, size: int) -> Digest:
 
 def cluster_overrides(rate_bps: int, baseline: bool, budget: float) -> dict:
     """Config overrides: the same cap on every host; agents must not give up on a slow
-    (baseline) download before the benchmark does. The stall timeout is as long as the
-    run because torrents/session.py adds torrents without update_subscribe: progress
-    never advances, so any stall_timeout shorter than a download aborts it."""
+    download before the benchmark does. In the baseline the origin unchokes only a few
+    agents at a time, so an agent may legitimately receive nothing for minutes: the stall
+    timeout is as long as the run."""
     torrent = {"torrent": {"upload_rate_limit": rate_bps, "download_rate_limit": rate_bps}}
     download = {"stall_timeout": max(600.0, budget), "timeout": max(3600.0, budget)}
     return {
@@ -182,7 +181,7 @@ def fetch_all(agents: list[str], digest: Digest, size: int, budget: float) -> tu
 def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.Namespace) -> RunResult:
     """A fresh cluster (baseline: tracker hands out origins only), one upload, N fetches."""
     cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1,
-                      **cluster_overrides(rate_bps(args), mode == "baseline", args.budget))
+                      **cluster_overrides(int(args.rate * MiB), mode == "baseline", args.budget))
     try:
         print(f"[{mode}] starting cluster: 1 tracker, 1 origin, {args.agents} agents ...", flush=True)
         cluster.start(timeout=max(90, 5 * args.agents))
@@ -279,6 +278,7 @@ def plot(runs: list[RunResult], path: Path, args: argparse.Namespace) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for run in runs:
@@ -292,12 +292,15 @@ def plot(runs: list[RunResult], path: Path, args: argparse.Namespace) -> None:
         ideal = args.size / args.rate
         ax.axvline(ideal, linestyle="--", color="grey", label=f"per-host ideal S/R = {ideal:.1f} s")
         all_t.append(ideal)
-    if all_t and max(all_t) / min(all_t) > 8:
+    log_x = bool(all_t) and max(all_t) / min(all_t) > 8
+    if log_x:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     else:
         ax.set_xlim(left=0)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("seconds since all requests started")
+    ax.set_xlabel("seconds since all requests started" + (" (log scale)" if log_x else ""))
     ax.set_ylabel("fraction of agents done")
     ax.set_title(f"kraken-p2p swarm: {args.agents} agents, {args.size:g} MiB blob, {rate_label(args)} per host")
     ax.grid(True, which="both", alpha=0.3)
@@ -305,10 +308,6 @@ def plot(runs: list[RunResult], path: Path, args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def rate_bps(args: argparse.Namespace) -> int:
-    return int(args.rate * MiB)
 
 
 def rate_label(args: argparse.Namespace) -> str:
@@ -383,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.out / f"swarm-{stamp}.json", args.out / f"swarm-{stamp}.png"
     params = {
-        "agents": args.agents, "rate_mib_s": args.rate, "rate_bytes_s": rate_bps(args),
+        "agents": args.agents, "rate_mib_s": args.rate, "rate_bytes_s": int(args.rate * MiB),
         "size_mib": args.size, "size_bytes": int(args.size * MiB), "digest": str(digest),
         "ideal_seconds": args.size / args.rate if args.rate > 0 else None, "modes": modes,
         "budget_seconds": args.budget, "percentiles": "nearest-rank", "timestamp": stamp,
