@@ -62,10 +62,6 @@ class HashRing:
         """Every member, best first: the order to try when replicas fail."""
         return sorted(self.members, key=lambda m: self._score(m, digest), reverse=True)
 
-    def owners(self, digest: Digest) -> list[str]:
-        """The `replicas` members that own the digest, ignoring health."""
-        return self.ranked(digest)[: self.replicas]
-
     def locations(self, digest: Digest) -> list[str]:
         """The first `replicas` healthy members; when fewer are healthy, the best of the
         rest fill up, so callers always have somewhere to try."""
@@ -73,6 +69,3 @@ class HashRing:
         healthy = [m for m in ranked if self.health.healthy(m)]
         rest = [m for m in ranked if m not in healthy]
         return (healthy + rest)[: self.replicas]
-
-    def contains(self, member: str) -> bool:
-        return member in self.members

@@ -78,9 +78,6 @@ class CAStore:
             for entry in sorted(shard.iterdir()):
                 yield Digest(entry.name)
 
-    def disk_usage(self) -> int:
-        return sum(self.size(d) for d in self.list() if self.exists(d))
-
     def write_stream(self, digest: Digest, chunks) -> int:
         """Writes an iterable of byte chunks as `digest`, verifying as it goes. Raises
         DigestMismatch (and stores nothing) if the content is not `digest`."""

@@ -87,9 +87,6 @@ class BlobManager:
                 if addr != self.self_addr:
                     self._replicas.put((namespace, digest, addr, 0))
 
-    def delete(self, digest: Digest) -> bool:
-        return self.seeder.drop(digest)
-
     def _replicate_loop(self) -> None:
         while True:
             namespace, digest, addr, attempt = self._replicas.get()

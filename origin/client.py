@@ -127,12 +127,6 @@ class OriginClient:
             return
         _raise_for(resp, f"replicate {digest} to {self.addr}")
 
-    def health(self) -> bool:
-        try:
-            return self._request("GET", "/health", timeout=(1, 2)).status_code == 200
-        except Unavailable:
-            return False
-
 
 class ClusterClient:
     """The origin ring as one store: each call goes to the digest's replicas in ring order
@@ -145,10 +139,10 @@ class ClusterClient:
     def client(self, addr: str) -> OriginClient:
         return OriginClient(addr, self.http)
 
-    def _each(self, digest: Digest, call, *, all_members: bool = False):
+    def _each(self, digest: Digest, call):
         """Calls `call(client)` on each replica until one answers. NotFound from one
         replica is not final while others may hold the blob."""
-        addrs = self.ring.ranked(digest) if all_members else self.ring.locations(digest)
+        addrs = self.ring.locations(digest)
         errors: list[KrakenError] = []
         for addr in addrs:
             try:

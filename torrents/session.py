@@ -120,13 +120,6 @@ class TorrentSession:
         self._ses.set_alert_fd(wfd)
         self._greenlets = [gevent.spawn(self._alert_loop), gevent.spawn(self._tick_loop)]
 
-    @property
-    def port(self) -> int:
-        deadline = time.monotonic() + 5
-        while (port := self._ses.listen_port()) == 0 and time.monotonic() < deadline:
-            gevent.sleep(0.01)
-        return port
-
     # The interface.
     def seed(self, meta: Metainfo, save_dir: Path) -> None:
         """Seeds a complete file `save_dir/<name>`; seed mode skips re-hashing it."""
