@@ -1,20 +1,29 @@
-"""Gets blobs onto this host: metainfo from a tracker, pieces from the swarm, then the whole
-file checked against its sha256 before it becomes visible in the cache. Concurrent requests
-for one blob share one download."""
+"""Gets blobs onto this host: metainfo from a tracker, pieces from the swarm, the whole
+file checked against its sha256 before it joins the cache. Concurrent requests for one blob
+share one download, and may stream it while it arrives.
+
+Every byte served, whether cached or streamed, has been verified: a streamed piece is read
+back from disk and checked against its SHA-1 in the metainfo, and the last piece of a blob
+is released only once the sha256 of the whole blob has matched. A client therefore never
+receives a complete blob with the wrong content; a failed download cuts its stream short.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from pathlib import Path
 
 import gevent
+import gevent.event
 
-from common.concurrency import SingleFlight, in_thread
+from common.concurrency import in_thread
 from common.digest import Digest
 from common.errors import DownloadError, Pending
 from common.store import CAStore
+from torrents.metainfo import Metainfo
 from torrents.seeder import EMPTY, Seeder
 from torrents.session import TorrentSession
 from tracker.client import TrackerClient
@@ -23,12 +32,53 @@ from agent.config import DownloadConfig
 
 log = logging.getLogger(__name__)
 
+# Pieces at the head of a blob asked for first when a client is waiting to stream it: the
+# first bytes arrive fast while the rest keeps the swarm's rarest-first order.
+HEAD_PIECES = 4
+# A piece reported finished may still sit in libtorrent's write buffer; re-read it this many
+# times (10 ms apart) before calling it unreadable.
+READ_RETRIES = 500
 
-def _verify_and_sync(path: Path) -> Digest:
-    digest = Digest.of_file(path)
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-    return digest
+
+def open_when_present(path: Path, timeout: float = 5.0):
+    """Opens a file libtorrent is about to create: its first piece may have passed the hash
+    check a moment before the write reaches the file system."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise DownloadError(f"{path.name} did not appear on disk") from None
+            gevent.sleep(0.01)
+
+
+def read_verified(f, meta: Metainfo, index: int) -> bytes:
+    """Piece `index` from open file `f`, checked against the metainfo's SHA-1."""
+    offset, length = meta.piece_span(index)
+    for _ in range(READ_RETRIES):
+        data = os.pread(f.fileno(), length, offset)
+        if len(data) == length and meta.piece_ok(index, data):
+            return data
+        time.sleep(0.01)
+    raise DownloadError(f"piece {index} on disk does not match its hash")
+
+
+class Download:
+    """One blob being fetched. `meta` resolves once the metainfo is known (or fails with
+    NotFound), `done` once the blob is verified in the cache (or the download failed)."""
+
+    def __init__(self, namespace: str, digest: Digest, partial: Path):
+        self.namespace = namespace
+        self.digest = digest
+        self.partial = partial
+        self.meta = gevent.event.AsyncResult()
+        self.done = gevent.event.AsyncResult()
+        self.started = time.monotonic()
+
+    @property
+    def infohash(self) -> str | None:
+        return self.meta.value.infohash_hex if self.meta.successful() else None
 
 
 class Downloader:
@@ -46,31 +96,70 @@ class Downloader:
         self.seeder = seeder
         self.tracker = tracker
         self.cfg = cfg
-        self._flight = SingleFlight()
-        self._infohash: dict[Digest, str] = {}
+        self._active: dict[Digest, Download] = {}
         self._metrics = metrics
 
-    def ensure(self, namespace: str, digest: Digest) -> Path:
-        """Returns the path of the verified blob, downloading it first if needed."""
+    def get(self, namespace: str, digest: Digest) -> Path | Download:
+        """The cached blob's path, or the (new or shared) download in progress."""
         if self.store.exists(digest):
             self.store.touch(digest)
             return self.store.path(digest)
-        self._flight.do(digest, lambda: self._download(namespace, digest))
-        return self.store.path(digest)
+        if digest == EMPTY:
+            # A torrent cannot describe zero bytes, and nothing needs fetching.
+            self.store.write_stream(digest, [])
+            return self.store.path(digest)
+        dl = self._active.get(digest)
+        if dl is None:
+            dl = Download(namespace, digest, self.store.download_dir / digest.hex)
+            self._active[digest] = dl
+            gevent.spawn(self._run, dl)
+        return dl
+
+    def ensure(self, namespace: str, digest: Digest) -> Path:
+        """Blocks until the blob is verified in the cache; returns its path."""
+        got = self.get(namespace, digest)
+        return got if isinstance(got, Path) else got.done.get()
 
     def status(self, digest: Digest) -> dict:
         if self.store.exists(digest):
             size = self.store.size(digest)
             return {"state": "cached", "done": size, "total": size}
-        infohash = self._infohash.get(digest)
-        if infohash and self.session.has(infohash):
-            p = self.session.progress(infohash)
+        dl = self._active.get(digest)
+        if dl is None:
+            return {"state": "absent", "done": 0, "total": None}
+        if dl.infohash and self.session.has(dl.infohash):
+            p = self.session.progress(dl.infohash)
             return {"state": "downloading", "done": p.done, "total": p.total, "peers": p.peers,
                     "download_rate": p.download_rate}
-        state = "pending" if self._flight.pending(digest) else "absent"
-        return {"state": state, "done": 0, "total": None}
+        return {"state": "pending", "done": 0, "total": None}
 
-    def _metainfo(self, namespace: str, digest: Digest):
+    def stream(self, dl: Download, start: int, end: int):
+        """Yields bytes [start, end) of a download as verified pieces arrive."""
+        meta: Metainfo = dl.meta.get()
+        first, last = meta.piece_index(start), meta.piece_index(end - 1)
+        infohash = meta.infohash_hex
+        deadline = dl.started + self.cfg.timeout
+        if not dl.done.ready():
+            self.session.prioritize(infohash, range(first, min(first + HEAD_PIECES, last + 1)))
+        f = None
+        try:
+            for index in range(first, last + 1):
+                if index == meta.num_pieces - 1 or not self.session.has(infohash):
+                    dl.done.get()  # the whole blob's sha256 first (raises if it failed)
+                else:
+                    self.session.wait_piece(infohash, index, stall_timeout=self.cfg.stall_timeout,
+                                            deadline=deadline)
+                if f is None:
+                    # The descriptor follows the file when it moves into the cache.
+                    f = open(dl.done.value, "rb") if dl.done.successful() else open_when_present(dl.partial)
+                data = in_thread(read_verified, f, meta, index)
+                offset = index * meta.piece_length
+                yield data[max(start - offset, 0) : end - offset]
+        finally:
+            if f is not None:
+                f.close()
+
+    def _metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         deadline = time.monotonic() + self.cfg.pending_timeout
         delay = 0.2
         while True:
@@ -83,38 +172,64 @@ class Downloader:
                 gevent.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _download(self, namespace: str, digest: Digest) -> None:
-        if self.store.exists(digest):
-            return
-        t0 = time.monotonic()
-        if digest == EMPTY:
-            # A torrent cannot describe zero bytes, and nothing needs fetching.
-            self.store.write_stream(digest, [])
-            return
-        meta = self._metainfo(namespace, digest)
-        infohash = meta.infohash_hex
-        self._infohash[digest] = infohash
-        partial = self.store.download_dir / digest.hex
-        ok = False
+    def _run(self, dl: Download) -> None:
+        digest = dl.digest
         try:
-            self.session.download(meta, self.store.download_dir,
-                                  timeout=self.cfg.timeout, stall_timeout=self.cfg.stall_timeout)
-            # libtorrent checked every piece's SHA-1; the sha256 of the whole is what the
-            # blob's name promises, so check that too before anyone is served.
-            actual = in_thread(_verify_and_sync, partial)
-            if actual != digest:
-                # Every piece passed its SHA-1, so the metainfo itself must be wrong.
-                raise DownloadError(f"downloaded content is {actual}, not {digest}: bad metainfo?")
-            self.seeder.remember(digest, meta)
+            try:
+                meta = self._metainfo(dl.namespace, digest)
+            except BaseException as exc:
+                dl.meta.set_exception(exc)
+                raise
+            dl.meta.set(meta)
+            dl.done.set(self._fetch(dl, meta))
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            log.warning("download of %s failed: %s", digest, exc)
+            dl.done.set_exception(exc)
+        finally:
+            self._active.pop(digest, None)
+
+    def _fetch(self, dl: Download, meta: Metainfo) -> Path:
+        infohash = meta.infohash_hex
+        deadline = dl.started + self.cfg.timeout
+        ok = False
+        f = None
+        try:
+            self.session.start(meta, self.store.download_dir)
+            # Hash the blob in order while it arrives, so little is left to do at the end.
+            h = hashlib.sha256()
+            index = 0
+            while index < meta.num_pieces:
+                self.session.wait_piece(infohash, index, stall_timeout=self.cfg.stall_timeout, deadline=deadline)
+                if f is None:
+                    f = open_when_present(dl.partial)
+                # Everything that has arrived contiguously from here is hashed in one go.
+                end = index + 1
+                while end < meta.num_pieces and self.session.has_piece(infohash, end):
+                    end += 1
+                in_thread(_hash_pieces, f, meta, range(index, end), h)
+                index = end
+            actual = Digest(h.hexdigest())
+            if actual != dl.digest:
+                # Every piece matched its SHA-1, so the metainfo itself must be wrong.
+                raise DownloadError(f"downloaded content is {actual}, not {dl.digest}: bad metainfo?")
+            in_thread(os.fsync, f.fileno())
+            self.seeder.remember(dl.digest, meta)
             # A rename into the cache; libtorrent keeps seeding from the new place.
-            self.session.move(infohash, self.store.blob_dir(digest))
+            self.session.move(infohash, self.store.blob_dir(dl.digest))
             ok = True
         finally:
-            self._infohash.pop(digest, None)
+            if f is not None:
+                f.close()
             if not ok:
                 self.session.remove(infohash)
-                partial.unlink(missing_ok=True)
-        elapsed = time.monotonic() - t0
+                dl.partial.unlink(missing_ok=True)
+        elapsed = time.monotonic() - dl.started
         if self._metrics:
             self._metrics.observe(elapsed)
-        log.info("downloaded %s (%d bytes) in %.2fs", digest, meta.length, elapsed)
+        log.info("downloaded %s (%d bytes) in %.2fs", dl.digest, meta.length, elapsed)
+        return self.store.path(dl.digest)
+
+
+def _hash_pieces(f, meta: Metainfo, pieces: range, h) -> None:
+    for index in pieces:
+        h.update(read_verified(f, meta, index))

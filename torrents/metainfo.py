@@ -68,6 +68,18 @@ class Metainfo:
     def num_pieces(self) -> int:
         return len(self._fields[b"pieces"]) // 20
 
+    def piece_span(self, index: int) -> tuple[int, int]:
+        """(offset, length) of piece `index` in the blob."""
+        start = index * self.piece_length
+        return start, min(self.piece_length, self.length - start)
+
+    def piece_index(self, offset: int) -> int:
+        return offset // self.piece_length
+
+    def piece_ok(self, index: int, data: bytes) -> bool:
+        """Whether `data` is piece `index` exactly (its SHA-1 from the info dictionary)."""
+        return hashlib.sha1(data).digest() == self._fields[b"pieces"][index * 20 : index * 20 + 20]
+
     @property
     def digest(self) -> Digest:
         return Digest.parse(self.name)

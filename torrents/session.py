@@ -28,7 +28,10 @@ from torrents.metainfo import Metainfo
 
 log = logging.getLogger(__name__)
 
-_ALERTS = lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage
+_ALERTS = (
+    lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage
+    | lt.alert_category.piece_progress  # piece_finished_alert: streaming serves pieces as they pass
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ class _Torrent:
         self.move_error: str | None = None
         self.progress = Progress(total=meta.length)
         self.last_progress_at = time.monotonic()
+        self.have = bytearray(meta.num_pieces)
+        # Replaced on every change; waiters hold the old one, which is set.
+        self.changed = gevent.event.Event()
+
+    def notify(self) -> None:
+        old, self.changed = self.changed, gevent.event.Event()
+        old.set()
 
 
 def _settings(cfg: TorrentConfig, user_agent: str) -> dict:
@@ -126,22 +136,53 @@ class TorrentSession:
         if meta.infohash_hex not in self._torrents:
             self._add(meta, save_dir, seed=True)
 
-    def download(self, meta: Metainfo, save_dir: Path, *, timeout: float, stall_timeout: float) -> None:
-        """Blocks this greenlet until `save_dir/<name>` is complete. Raises DownloadError on
-        a libtorrent error, after `stall_timeout` s without new bytes, or after `timeout`."""
-        t = self._torrents.get(meta.infohash_hex) or self._add(meta, save_dir, seed=False)
-        deadline = time.monotonic() + timeout
-        while not t.finished.wait(timeout=0.5):
-            now = time.monotonic()
-            if now - t.last_progress_at > stall_timeout:
-                raise DownloadError(
-                    f"no progress for {stall_timeout:.0f}s ({t.progress.done}/{t.progress.total} bytes, "
-                    f"{t.progress.peers} peers)"
-                )
-            if now > deadline:
-                raise DownloadError(f"download did not finish within {timeout:.0f}s")
+    def start(self, meta: Metainfo, save_dir: Path) -> None:
+        """Starts downloading `save_dir/<name>` (no-op if the torrent is already here)."""
+        if meta.infohash_hex not in self._torrents:
+            self._add(meta, save_dir, seed=False)
+
+    def wait_piece(self, infohash: str, index: int, *, stall_timeout: float, deadline: float) -> None:
+        """Blocks this greenlet until piece `index` has passed its hash check. Raises
+        DownloadError on a libtorrent error, removal, `stall_timeout` s without new bytes,
+        or at monotonic time `deadline`."""
+        t = self._get(infohash)
+        while not t.have[index]:
+            self._check(t, stall_timeout, deadline)
+            t.changed.wait(timeout=0.5)
+
+    def wait_finished(self, infohash: str, *, stall_timeout: float, deadline: float) -> None:
+        t = self._get(infohash)
+        while not t.finished.is_set():
+            self._check(t, stall_timeout, deadline)
+            t.changed.wait(timeout=0.5)
         if t.error:
             raise DownloadError(t.error)
+
+    def _check(self, t: _Torrent, stall_timeout: float, deadline: float) -> None:
+        if t.error:
+            raise DownloadError(t.error)
+        now = time.monotonic()
+        if now - t.last_progress_at > stall_timeout:
+            raise DownloadError(
+                f"no progress for {stall_timeout:.0f}s ({t.progress.done}/{t.progress.total} bytes, "
+                f"{t.progress.peers} peers)"
+            )
+        if now > deadline:
+            raise DownloadError("download did not finish in time")
+
+    def prioritize(self, infohash: str, pieces: range, deadline_ms: int = 0) -> None:
+        """Asks for these pieces first (time-critical), e.g. the head of a blob a client is
+        waiting to stream. Only a few: ordered downloading costs the swarm diversity."""
+        t = self._get(infohash)
+        for i, index in enumerate(pieces):
+            if not t.have[index]:
+                t.handle.set_piece_deadline(index, deadline_ms + 10 * i)
+
+    def download(self, meta: Metainfo, save_dir: Path, *, timeout: float, stall_timeout: float) -> None:
+        """Blocks this greenlet until `save_dir/<name>` is complete and on disk."""
+        self.start(meta, save_dir)
+        t = self._get(meta.infohash_hex)
+        self.wait_finished(meta.infohash_hex, stall_timeout=stall_timeout, deadline=time.monotonic() + timeout)
         # "Finished" means every piece passed its hash check, not that libtorrent's disk
         # threads have written them all; wait for that before anyone reads the file.
         t.flushed.clear()
@@ -169,7 +210,12 @@ class TorrentSession:
             self._ses.remove_torrent(t.handle)
         t.error = t.error or "removed"
         t.finished.set()
+        t.notify()
         return True
+
+    def has_piece(self, infohash: str, index: int) -> bool:
+        t = self._torrents.get(infohash)
+        return t is not None and bool(t.have[index])
 
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
@@ -213,6 +259,7 @@ class TorrentSession:
         t = _Torrent(handle, meta)
         if seed:
             t.finished.set()
+            t.have[:] = b"\x01" * meta.num_pieces
             t.progress = replace(t.progress, done=meta.length, state="seeding")
         self._torrents[meta.infohash_hex] = t
         return t
@@ -276,13 +323,22 @@ class TorrentSession:
             if t is not None:
                 t.last_progress_at = time.monotonic()
                 t.progress = replace(t.progress, done=t.meta.length, state="seeding")
+                t.have[:] = b"\x01" * t.meta.num_pieces
                 t.finished.set()
+                t.notify()
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
             t = self._entry(alert)
             log.warning("torrent error: %s", alert.message())
             if t is not None:
                 t.error = alert.message()
                 t.finished.set()
+                t.notify()
+        elif isinstance(alert, lt.piece_finished_alert):
+            t = self._entry(alert)
+            if t is not None:
+                t.have[alert.piece_index] = 1
+                t.last_progress_at = time.monotonic()
+                t.notify()
         elif isinstance(alert, lt.cache_flushed_alert):
             t = self._entry(alert)
             if t is not None:

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, send_file
+from pathlib import Path
 
-from common.httputil import parse_digest
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
+
+from common.httputil import HTTPError, parse_digest
 
 bp = Blueprint("blobs", __name__)
 
 
 @bp.route("/namespace/<path:namespace>/blobs/<digest>", methods=["GET", "HEAD"])
 def get_blob(namespace: str, digest: str):
-    """Blocks until the blob is verified on local disk, then streams it (Range honoured).
-    404 when no origin has it; 503 when the swarm cannot deliver it."""
+    """A cached blob is sent from disk. Otherwise the blob is downloaded over P2P and
+    streamed as its verified pieces arrive (Range honoured either way). 404 when no origin
+    has it; 5xx when the swarm cannot deliver it, before or during the body."""
     d = parse_digest(digest)
-    path = current_app.extensions["downloader"].ensure(namespace, d)
-    resp = send_file(path, mimetype="application/octet-stream", conditional=True, etag=d.hex)
-    resp.headers["Docker-Content-Digest"] = str(d)
-    return resp
+    downloader = current_app.extensions["downloader"]
+    got = downloader.get(namespace, d)
+    if isinstance(got, Path):
+        resp = send_file(got, mimetype="application/octet-stream", conditional=True, etag=d.hex)
+        resp.headers["Docker-Content-Digest"] = str(d)
+        return resp
+    meta = got.meta.get()  # NotFound -> 404 here, before any header is sent
+    total = meta.length
+    start, end, status = 0, total, 200
+    headers = {"Docker-Content-Digest": str(d), "Accept-Ranges": "bytes", "ETag": f'"{d.hex}"'}
+    if request.range is not None:
+        span = request.range.range_for_length(total)
+        if span is None:
+            raise HTTPError(416, f"range not satisfiable for {total} bytes")
+        start, end, status = span[0], span[1], 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status=status, headers=headers, mimetype="application/octet-stream")
+    body = stream_with_context(downloader.stream(got, start, end))
+    return Response(body, status=status, headers=headers, mimetype="application/octet-stream",
+                    direct_passthrough=True)
 
 
 @bp.get("/blobs/<digest>/status")

@@ -38,6 +38,7 @@ from common.config import merge
 from common.devcluster import Cluster
 from common.digest import Digest
 from origin.client import OriginClient
+from tests.bench import netns
 
 MiB = 1 << 20
 NAMESPACE = "bench"
@@ -155,13 +156,18 @@ def fetch_one(addr: str, digest: Digest, size: int, t0: float, deadline: float) 
     return result
 
 
-def fetch_all(agents: list[str], digest: Digest, size: int, budget: float) -> tuple[list[AgentResult], float]:
-    """One thread per agent, all released at one instant; every time is measured from it."""
+def fetch_all(agents: list[str], digest: Digest, size: int, budget: float,
+              namespaces: list[str] | None = None) -> tuple[list[AgentResult], float]:
+    """One thread per agent, all released at one instant; every time is measured from it.
+    With emulated hosts each thread joins its agent's namespace first, as the host's own
+    docker daemon would: the agent-to-client copy is local, not over the shaped link."""
     results = [AgentResult(a) for a in agents]
     go = threading.Event()
     clock: dict[str, float] = {}
 
     def worker(i: int) -> None:
+        if namespaces:
+            netns.enter(namespaces[i])
         go.wait()
         results[i] = fetch_one(agents[i], digest, size, clock["t0"], clock["deadline"])
 
@@ -178,21 +184,51 @@ def fetch_all(agents: list[str], digest: Digest, size: int, budget: float) -> tu
     return list(results), time.monotonic() - clock["t0"]
 
 
+def upload_blob(origin: str, digest: Digest, blob: Path, namespace: str | None) -> None:
+    """Uploads from inside the origin's namespace when hosts are emulated (a local copy,
+    not 256 MiB through its shaped link), then waits for the metainfo."""
+    error: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            if namespace:
+                netns.enter(namespace)
+            OriginClient(origin).upload(NAMESPACE, digest, blob)
+            wait_metainfo(origin, digest)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            error.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+
+
 def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.Namespace) -> RunResult:
-    """A fresh cluster (baseline: tracker hands out origins only), one upload, N fetches."""
-    cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1,
-                      **cluster_overrides(int(args.rate * MiB), mode == "baseline", args.budget))
+    """A fresh cluster (baseline: tracker hands out origins only), one upload, N fetches.
+    --link limiter caps each host with libtorrent's rate limiter; --link netns puts each
+    origin and agent in its own network namespace behind a tc-shaped veth link instead."""
+    rate = int(args.rate * MiB)
+    network = hosts = None
+    if args.link == "netns":
+        network = netns.Network(rate)
+        network.create_hub()
+        hosts = netns.NetnsHosts(network)
+        netns.enter(network.hub)  # this thread talks to the cluster from the hub
+    cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1, hosts=hosts,
+                      **cluster_overrides(rate if args.link == "limiter" else 0, mode == "baseline", args.budget))
     try:
-        print(f"[{mode}] starting cluster: 1 tracker, 1 origin, {args.agents} agents ...", flush=True)
+        print(f"[{mode}] starting cluster ({args.link}): 1 tracker, 1 origin, {args.agents} agents ...", flush=True)
         cluster.start(timeout=max(90, 5 * args.agents))
         origin = cluster.origins[0]
-        OriginClient(origin).upload(NAMESPACE, digest, blob)
-        wait_metainfo(origin, digest)
+        upload_blob(origin, digest, blob, hosts.namespace("origin", 0) if hosts else None)
         before = payload_bytes(origin)
         print(f"[{mode}] {args.agents} agents fetching {args.size:g} MiB at {rate_label(args)} "
               f"(deadline {args.budget:.0f} s) ...", flush=True)
+        namespaces = [hosts.namespace("agent", i) for i in range(args.agents)] if hosts else None
         results, wall = fetch_all([a["server"] for a in cluster.agents], digest, blob.stat().st_size,
-                                  args.budget)
+                                  args.budget, namespaces)
         time.sleep(COUNTER_SETTLE)
         after = payload_bytes(origin)
         for r in results:
@@ -205,6 +241,9 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
         return run
     finally:
         cluster.stop()
+        if network:
+            netns.enter(None)
+            network.destroy()
 
 
 def summarize(run: RunResult, args: argparse.Namespace) -> dict:
@@ -311,7 +350,9 @@ def plot(runs: list[RunResult], path: Path, args: argparse.Namespace) -> None:
 
 
 def rate_label(args: argparse.Namespace) -> str:
-    return f"{args.rate:g} MiB/s" if args.rate > 0 else "unlimited rate"
+    if args.rate <= 0:
+        return "unlimited rate"
+    return f"{args.rate:g} MiB/s ({'tc-shaped links' if args.link == 'netns' else 'libtorrent limiter'})"
 
 
 def default_budget(args: argparse.Namespace) -> float:
@@ -332,6 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-baseline", action="store_true", help="same as --mode p2p")
     p.add_argument("--timeout", type=float, default=None, dest="budget",
                    help="seconds one run may take (default: 2*N*S/R + 120)")
+    p.add_argument("--link", choices=["limiter", "netns"], default="limiter",
+                   help="cap hosts with libtorrent's rate limiter, or emulate NICs: one network namespace "
+                        "per host behind a veth link shaped by tc (default limiter)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (cluster logs) afterwards")
     args = p.parse_args(argv)
     if not 1 <= args.agents <= 200:
@@ -382,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.out / f"swarm-{stamp}.json", args.out / f"swarm-{stamp}.png"
     params = {
-        "agents": args.agents, "rate_mib_s": args.rate, "rate_bytes_s": int(args.rate * MiB),
+        "agents": args.agents, "link": args.link, "rate_mib_s": args.rate, "rate_bytes_s": int(args.rate * MiB),
         "size_mib": args.size, "size_bytes": int(args.size * MiB), "digest": str(digest),
         "ideal_seconds": args.size / args.rate if args.rate > 0 else None, "modes": modes,
         "budget_seconds": args.budget, "percentiles": "nearest-rank", "timestamp": stamp,

@@ -1,0 +1,79 @@
+"""Agents stream a blob while it arrives: first bytes before the whole blob is there, only
+verified pieces, and a failed download cuts the stream short instead of completing it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+import requests
+
+from common.devcluster import Cluster
+from tests.integration.helpers import agent_url, upload, wait_for
+
+RATE = 4 << 20  # the origin's upload cap: a 24 MiB blob takes about 6 s to arrive
+
+
+@pytest.fixture(scope="module")
+def slow_cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("slow"), agents=2, origins=1, replicas=1,
+                origin_config={"torrent": {"upload_rate_limit": RATE}},
+                agent_config={"download": {"stall_timeout": 3}})
+    c.start()
+    yield c
+    c.stop()
+
+
+def status(cluster, i, digest):
+    return requests.get(f"http://{cluster.agents[i]['server']}/blobs/{digest}/status", timeout=5).json()
+
+
+def test_first_bytes_arrive_long_before_the_whole_blob(slow_cluster, tmp_path):
+    data = os.urandom(24 << 20)
+    digest = upload(slow_cluster, data, tmp_path)
+    t0 = time.monotonic()
+    with requests.get(agent_url(slow_cluster, 0, digest), stream=True, timeout=(3, 60)) as resp:
+        assert resp.status_code == 200 and int(resp.headers["Content-Length"]) == len(data)
+        chunks = resp.iter_content(64 << 10)
+        first = next(chunks)
+        ttfb = time.monotonic() - t0
+        assert status(slow_cluster, 0, digest)["state"] == "downloading"
+        body = first + b"".join(chunks)
+    total = time.monotonic() - t0
+    assert hashlib.sha256(body).hexdigest() == digest.hex
+    assert ttfb < 1.5 and total > 3 * ttfb, (ttfb, total)
+    assert status(slow_cluster, 0, digest)["state"] == "cached"
+
+
+def test_range_of_a_blob_still_downloading(slow_cluster, tmp_path):
+    data = os.urandom(12 << 20)
+    digest = upload(slow_cluster, data, tmp_path)
+    resp = requests.get(agent_url(slow_cluster, 1, digest), headers={"Range": "bytes=1000000-1999999"}, timeout=60)
+    assert resp.status_code == 206
+    assert resp.headers["Content-Range"] == f"bytes 1000000-1999999/{len(data)}"
+    assert resp.content == data[1000000:2000000]
+    head = requests.head(agent_url(slow_cluster, 1, digest), timeout=10)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(data)
+
+
+def test_download_that_fails_midway_cuts_the_stream_and_caches_nothing(slow_cluster, tmp_path):
+    data = os.urandom(24 << 20)
+    digest = upload(slow_cluster, data, tmp_path)
+    got = 0
+    with requests.get(agent_url(slow_cluster, 0, digest), stream=True, timeout=(3, 60)) as resp:
+        assert resp.status_code == 200
+        chunks = resp.iter_content(64 << 10)
+        got += len(next(chunks))
+        slow_cluster.pause("origin-0")  # the only source stops: the agent stalls after 3 s
+        try:
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                for chunk in chunks:
+                    got += len(chunk)
+        finally:
+            slow_cluster.resume("origin-0")
+    assert 0 < got < len(data)
+    wait_for(lambda: status(slow_cluster, 0, digest)["state"] == "absent", 10, "the failed download to be dropped")
+    # Once the source is back, a new request succeeds.
+    assert hashlib.sha256(requests.get(agent_url(slow_cluster, 0, digest), timeout=60).content).hexdigest() == digest.hex
