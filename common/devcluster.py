@@ -32,12 +32,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def origin_ip(i: int) -> str:
-    return f"127.0.0.{2 + i}"
+class LoopbackHosts:
+    """Where each process runs: here, every origin and agent on its own loopback address.
+    The benchmarks swap in network namespaces with shaped links (tests/bench/netns.py)."""
 
+    def place(self, kind: str, index: int) -> tuple[str, list[str]]:
+        """(address, command prefix) for the index-th process of a kind."""
+        if kind == "origin":
+            return f"127.0.0.{2 + index}", []
+        if kind == "agent":
+            return f"127.0.0.{20 + index}", []
+        return "127.0.0.1", []
 
-def agent_ip(i: int) -> str:
-    return f"127.0.0.{20 + i}"
+    def port(self, host: str) -> int:
+        return free_port(host)
 
 
 @dataclass
@@ -94,12 +102,14 @@ class Cluster:
         origin_config: dict | None = None,
         agent_config: dict | None = None,
         log_level: str = "INFO",
+        hosts=None,
     ):
         self.workdir = Path(workdir).resolve()
         self.n_agents, self.n_origins, self.n_trackers = agents, origins, trackers
         self.replicas = replicas
         self.overrides = {"tracker": tracker_config or {}, "origin": origin_config or {}, "agent": agent_config or {}}
         self.log_level = log_level
+        self.hosts = hosts or LoopbackHosts()
         self.procs: dict[str, Proc] = {}
         self.redis_addr = ""
         self.trackers: list[str] = []
@@ -113,49 +123,56 @@ class Cluster:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
-    def _component(self, kind: str, name: str, addr: str, data: dict) -> Proc:
+    def _component(self, kind: str, index: int, data: dict) -> None:
+        host, prefix = self.hosts.place(kind, index)
+        name = f"{kind}-{index}"
         data = merge(data, self.overrides[kind])
         data.setdefault("log", {"level": self.log_level})
         cfg = self._write_config(name, data)
-        proc = Proc(name, [sys.executable, "-m", kind, "--config", str(cfg)], self.workdir / "logs" / f"{name}.log", addr)
-        self.procs[name] = proc
-        return proc
+        addr = f"{data['server']['host']}:{data['server']['port']}"
+        self.procs[name] = Proc(name, [*prefix, sys.executable, "-m", kind, "--config", str(cfg)],
+                                self.workdir / "logs" / f"{name}.log", addr)
+
+    def _addr(self, kind: str, index: int) -> tuple[str, int]:
+        host, _ = self.hosts.place(kind, index)
+        return host, self.hosts.port(host)
 
     def plan(self) -> None:
         """Chooses addresses and writes every config file."""
-        self.redis_addr = f"127.0.0.1:{free_port()}"
-        self.trackers = [f"127.0.0.1:{free_port()}" for _ in range(self.n_trackers)]
-        self.origins = [f"{origin_ip(i)}:{free_port(origin_ip(i))}" for i in range(self.n_origins)]
-        self.agents = [{"server": f"{agent_ip(i)}:{free_port(agent_ip(i))}"} for i in range(self.n_agents)]
+        rhost, rport = self._addr("redis", 0)
+        self.redis_addr = f"{rhost}:{rport}"
+        trackers = [self._addr("tracker", i) for i in range(self.n_trackers)]
+        origins = [self._addr("origin", i) for i in range(self.n_origins)]
+        agents = [self._addr("agent", i) for i in range(self.n_agents)]
+        self.trackers = [f"{h}:{p}" for h, p in trackers]
+        self.origins = [f"{h}:{p}" for h, p in origins]
+        self.agents = [{"server": f"{h}:{p}"} for h, p in agents]
         ring = {"members": self.origins, "replicas": self.replicas}
         redis_dir = self.workdir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        host, port = self.redis_addr.split(":")
+        _, prefix = self.hosts.place("redis", 0)
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.procs["redis"] = Proc(
             "redis",
-            [server, "--bind", host, "--port", port, "--save", "", "--appendonly", "no",
+            [*prefix, server, "--bind", rhost, "--port", str(rport), "--save", "", "--appendonly", "no",
              "--dir", str(redis_dir), "--protected-mode", "yes"],
             self.workdir / "logs" / "redis.log", self.redis_addr,
         )
-        for i, addr in enumerate(self.trackers):
-            h, p = addr.split(":")
-            self._component("tracker", f"tracker-{i}", addr, {
-                "server": {"host": h, "port": int(p)}, "redis": {"addr": self.redis_addr}, "origins": ring,
+        for i, (h, p) in enumerate(trackers):
+            self._component("tracker", i, {
+                "server": {"host": h, "port": p}, "redis": {"addr": self.redis_addr}, "origins": ring,
             })
-        for i, addr in enumerate(self.origins):
-            h, p = addr.split(":")
-            self._component("origin", f"origin-{i}", addr, {
-                "server": {"host": h, "port": int(p)}, "ring": ring, "trackers": self.trackers,
+        for i, (h, p) in enumerate(origins):
+            self._component("origin", i, {
+                "server": {"host": h, "port": p}, "ring": ring, "trackers": self.trackers,
                 "store": {"root": str(self.workdir / f"origin-{i}")},
-                "torrent": {"listen_ip": h, "port": free_port(h)},
+                "torrent": {"listen_ip": h, "port": self.hosts.port(h)},
             })
-        for i, agent in enumerate(self.agents):
-            h, p = agent["server"].split(":")
-            self._component("agent", f"agent-{i}", agent["server"], {
-                "server": {"host": h, "port": int(p)}, "trackers": self.trackers,
+        for i, (h, p) in enumerate(agents):
+            self._component("agent", i, {
+                "server": {"host": h, "port": p}, "trackers": self.trackers,
                 "cache": {"root": str(self.workdir / f"agent-{i}")},
-                "torrent": {"listen_ip": h, "port": free_port(h)},
+                "torrent": {"listen_ip": h, "port": self.hosts.port(h)},
             })
 
     # Life cycle.
