@@ -66,7 +66,7 @@ def test_unknown_blob_is_a_prompt_404_from_the_agent(cluster):
     t0 = time.monotonic()
     resp = requests.get(agent_url(cluster, 3, missing), timeout=10)
     assert resp.status_code == 404
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 5  # "prompt": the issue asks for a few seconds
     assert "not found" in resp.json()["error"]
 
 

@@ -87,6 +87,6 @@ def test_download_with_no_source_fails_after_the_stall_timeout(tracker_url, tmp_
         t0 = time.monotonic()
         with pytest.raises(DownloadError, match="no progress"):
             leecher.download(meta, tmp_path / "dl", timeout=30, stall_timeout=1.0)
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 10
     finally:
         leecher.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 
 import pytest
 import requests
@@ -33,17 +32,16 @@ def status(cluster, i, digest):
 def test_first_bytes_arrive_long_before_the_whole_blob(slow_cluster, tmp_path):
     data = os.urandom(24 << 20)
     digest = upload(slow_cluster, data, tmp_path)
-    t0 = time.monotonic()
     with requests.get(agent_url(slow_cluster, 0, digest), stream=True, timeout=(3, 60)) as resp:
         assert resp.status_code == 200 and int(resp.headers["Content-Length"]) == len(data)
         chunks = resp.iter_content(64 << 10)
         first = next(chunks)
-        ttfb = time.monotonic() - t0
-        assert status(slow_cluster, 0, digest)["state"] == "downloading"
+        # The first bytes are here while most of the blob is not (no timing asserted:
+        # how fast is the benchmark's business).
+        progress = status(slow_cluster, 0, digest)
+        assert progress["state"] == "downloading" and progress["done"] < len(data) // 2, progress
         body = first + b"".join(chunks)
-    total = time.monotonic() - t0
     assert hashlib.sha256(body).hexdigest() == digest.hex
-    assert ttfb < 1.5 and total > 3 * ttfb, (ttfb, total)
     assert status(slow_cluster, 0, digest)["state"] == "cached"
 
 
