@@ -155,7 +155,10 @@ class Cluster:
         self.procs["redis"] = Proc(
             "redis",
             [*prefix, server, "--bind", rhost, "--port", str(rport), "--save", "", "--appendonly", "no",
-             "--dir", str(redis_dir), "--protected-mode", "yes"],
+             "--dir", str(redis_dir),
+             # Protected mode refuses every client not on loopback; an emulated host in a
+             # private network namespace is one.
+             "--protected-mode", "yes" if rhost.startswith("127.") else "no"],
             self.workdir / "logs" / "redis.log", self.redis_addr,
         )
         for i, (h, p) in enumerate(trackers):
