@@ -6,16 +6,16 @@ VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages and a binary each provides, so installed ones are not fetched again.
-SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c
+SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c iproute2:tc
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm lint clean
+.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm bench-latency lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-system-deps: ## Install the Debian packages the cluster and tests use (redis-server, aria2)
+system-deps: ## Install the Debian packages the cluster, tests and benchmarks use (redis-server, aria2, iproute2)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair#*:}" >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -49,6 +49,9 @@ test-integration: deps ## Run the integration tests only
 
 bench-swarm: deps ## Swarm benchmark: 1 origin, N agents at a per-host cap (BENCH_ARGS="--agents 20 --rate 8 --size 256")
 	$(VENV)/bin/python -m tests.bench.swarm $(BENCH_ARGS)
+
+bench-latency: deps ## Cold 1 MiB blob through an agent vs a direct origin GET, and time to first byte (BENCH_ARGS="--link netns")
+	$(VENV)/bin/python -m tests.bench.latency $(BENCH_ARGS)
 
 lint: deps ## ruff check
 	$(VENV)/bin/pip install -q ruff && $(VENV)/bin/ruff check .

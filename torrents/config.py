@@ -19,5 +19,8 @@ class TorrentConfig:
     min_announce_interval: int = 15
     # How often progress is polled from libtorrent (seconds).
     progress_interval: float = 0.5
+    # Seed in BitTorrent super-seeding mode (reveal pieces one at a time, so each is sent
+    # once); for origins, measured in the swarm benchmark.
+    super_seeding: bool = False
     # Raw libtorrent settings_pack overrides, for tuning without a code change.
     settings: dict = field(default_factory=dict)

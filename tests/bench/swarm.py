@@ -86,16 +86,22 @@ def make_blob(path: Path, size: int) -> Digest:
     return Digest(h.hexdigest())
 
 
-def cluster_overrides(rate_bps: int, baseline: bool, budget: float) -> dict:
+def cluster_overrides(rate_bps: int, baseline: bool, budget: float, lt_settings: dict | None = None,
+                      tracker: dict | None = None, origin_lt: dict | None = None) -> dict:
     """Config overrides: the same cap on every host; agents must not give up on a slow
     download before the benchmark does. In the baseline the origin unchokes only a few
     agents at a time, so an agent may legitimately receive nothing for minutes: the stall
     timeout is as long as the run."""
-    torrent = {"torrent": {"upload_rate_limit": rate_bps, "download_rate_limit": rate_bps}}
+    torrent = {"torrent": {"upload_rate_limit": rate_bps, "download_rate_limit": rate_bps,
+                           "settings": dict(lt_settings or {})}}
     download = {"stall_timeout": max(600.0, budget), "timeout": max(3600.0, budget)}
+    announce = {**(tracker or {}), **({"origins_only": True} if baseline else {})}
     return {
-        "tracker_config": {"announce": {"origins_only": True}} if baseline else {},
-        "origin_config": torrent,
+        "tracker_config": {"announce": announce} if announce else {},
+        "origin_config": merge(torrent, {"torrent": {
+            "settings": {k: v for k, v in (origin_lt or {}).items() if k != "super_seeding"},
+            **({"super_seeding": bool(origin_lt["super_seeding"])} if "super_seeding" in (origin_lt or {}) else {}),
+        }}),
         "agent_config": merge(torrent, {"download": download}),
     }
 
@@ -217,7 +223,8 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
         hosts = netns.NetnsHosts(network)
         netns.enter(network.hub)  # this thread talks to the cluster from the hub
     cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1, hosts=hosts,
-                      **cluster_overrides(rate if args.link == "limiter" else 0, mode == "baseline", args.budget))
+                      **cluster_overrides(rate if args.link == "limiter" else 0, mode == "baseline", args.budget,
+                                        args.lt, args.announce, args.origin_lt))
     try:
         print(f"[{mode}] starting cluster ({args.link}): 1 tracker, 1 origin, {args.agents} agents ...", flush=True)
         cluster.start(timeout=max(90, 5 * args.agents))
@@ -363,6 +370,13 @@ def default_budget(args: argparse.Namespace) -> float:
     return max(300.0, args.agents * args.size / 20)
 
 
+def _setting(text: str, parser: argparse.ArgumentParser) -> tuple[str, int | str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        parser.error(f"{text!r}: want NAME=VALUE")
+    return name, int(value) if value.lstrip("-").isdigit() else value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.bench.swarm", description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", type=int, default=20, help="number of agents (default 20)")
@@ -376,6 +390,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--link", choices=["limiter", "netns"], default="limiter",
                    help="cap hosts with libtorrent's rate limiter, or emulate NICs: one network namespace "
                         "per host behind a veth link shaped by tc (default limiter)")
+    p.add_argument("--lt", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra libtorrent setting for every agent and origin (repeatable), for tuning")
+    p.add_argument("--origin-lt", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra libtorrent setting for the origin only (repeatable)")
+    p.add_argument("--announce", action="append", default=[], metavar="NAME=VALUE",
+                   help="tracker announce setting (repeatable), e.g. interval=5")
     p.add_argument("--keep", action="store_true", help="keep the work dir (cluster logs) afterwards")
     args = p.parse_args(argv)
     if not 1 <= args.agents <= 200:
@@ -383,6 +403,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.size <= 0 or args.rate < 0:
         p.error("--size must be > 0 and --rate >= 0")
     args.mode = "p2p" if args.no_baseline else args.mode
+    args.lt = dict(_setting(kv, p) for kv in args.lt)
+    args.announce = dict(_setting(kv, p) for kv in args.announce)
+    args.origin_lt = dict(_setting(kv, p) for kv in args.origin_lt)
     args.budget = args.budget or default_budget(args)
     return args
 
@@ -426,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.out / f"swarm-{stamp}.json", args.out / f"swarm-{stamp}.png"
     params = {
-        "agents": args.agents, "link": args.link, "rate_mib_s": args.rate, "rate_bytes_s": int(args.rate * MiB),
+        "agents": args.agents, "link": args.link, "libtorrent_settings": args.lt, "origin_libtorrent_settings": args.origin_lt, "announce": args.announce, "rate_mib_s": args.rate, "rate_bytes_s": int(args.rate * MiB),
         "size_mib": args.size, "size_bytes": int(args.size * MiB), "digest": str(digest),
         "ideal_seconds": args.size / args.rate if args.rate > 0 else None, "modes": modes,
         "budget_seconds": args.budget, "percentiles": "nearest-rank", "timestamp": stamp,
