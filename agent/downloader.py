@@ -40,17 +40,20 @@ HEAD_PIECES = 4
 READ_RETRIES = 500
 
 
-def open_when_present(path: Path, timeout: float = 5.0):
-    """Opens a file libtorrent is about to create: its first piece may have passed the hash
-    check a moment before the write reaches the file system."""
+def open_when_present(*paths: Path, timeout: float = 5.0):
+    """Opens the first of `paths` that exists: a file libtorrent is about to create (its
+    first piece may pass the hash check a moment before the write reaches the file system),
+    or that has just moved from the download directory into the cache."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            return open(path, "rb")
-        except FileNotFoundError:
-            if time.monotonic() > deadline:
-                raise DownloadError(f"{path.name} did not appear on disk") from None
-            gevent.sleep(0.01)
+        for path in paths:
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                pass
+        if time.monotonic() > deadline:
+            raise DownloadError(f"{paths[0].name} did not appear on disk")
+        gevent.sleep(0.01)
 
 
 def read_verified(f, meta: Metainfo, index: int) -> bytes:
@@ -66,13 +69,15 @@ def read_verified(f, meta: Metainfo, index: int) -> bytes:
 
 class Download:
     """One blob being fetched. `meta` resolves once the metainfo is known (or fails with
-    NotFound), `done` once the blob is verified in the cache (or the download failed)."""
+    NotFound), `verified` once the whole blob's sha256 has matched, `done` once the blob is
+    in the cache; each fails with the download's error instead."""
 
     def __init__(self, namespace: str, digest: Digest, partial: Path):
         self.namespace = namespace
         self.digest = digest
         self.partial = partial
         self.meta = gevent.event.AsyncResult()
+        self.verified = gevent.event.AsyncResult()
         self.done = gevent.event.AsyncResult()
         self.started = time.monotonic()
 
@@ -145,13 +150,13 @@ class Downloader:
         try:
             for index in range(first, last + 1):
                 if index == meta.num_pieces - 1 or not self.session.has(infohash):
-                    dl.done.get()  # the whole blob's sha256 first (raises if it failed)
+                    dl.verified.get()  # the whole blob's sha256 first (raises if it failed)
                 else:
                     self.session.wait_piece(infohash, index, stall_timeout=self.cfg.stall_timeout,
                                             deadline=deadline)
                 if f is None:
                     # The descriptor follows the file when it moves into the cache.
-                    f = open(dl.done.value, "rb") if dl.done.successful() else open_when_present(dl.partial)
+                    f = open_when_present(dl.partial, self.store.path(dl.digest))
                 data = in_thread(read_verified, f, meta, index)
                 offset = index * meta.piece_length
                 yield data[max(start - offset, 0) : end - offset]
@@ -184,6 +189,8 @@ class Downloader:
             dl.done.set(self._fetch(dl, meta))
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
             log.warning("download of %s failed: %s", digest, exc)
+            if not dl.verified.ready():
+                dl.verified.set_exception(exc)
             dl.done.set_exception(exc)
         finally:
             self._active.pop(digest, None)
@@ -212,6 +219,8 @@ class Downloader:
             if actual != dl.digest:
                 # Every piece matched its SHA-1, so the metainfo itself must be wrong.
                 raise DownloadError(f"downloaded content is {actual}, not {dl.digest}: bad metainfo?")
+            # Streams may release their last piece now; publishing is this host's business.
+            dl.verified.set(True)
             in_thread(os.fsync, f.fileno())
             self.seeder.remember(dl.digest, meta)
             # A rename into the cache; libtorrent keeps seeding from the new place.
