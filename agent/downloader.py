@@ -80,6 +80,7 @@ class Download:
         self.verified = gevent.event.AsyncResult()
         self.done = gevent.event.AsyncResult()
         self.started = time.monotonic()
+        self.marks: dict[str, float] = {}  # phase -> monotonic time, for the log
 
     @property
     def infohash(self) -> str | None:
@@ -186,6 +187,7 @@ class Downloader:
                 dl.meta.set_exception(exc)
                 raise
             dl.meta.set(meta)
+            dl.marks["metainfo"] = time.monotonic()
             dl.done.set(self._fetch(dl, meta))
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
             log.warning("download of %s failed: %s", digest, exc)
@@ -208,6 +210,7 @@ class Downloader:
             while index < meta.num_pieces:
                 self.session.wait_piece(infohash, index, stall_timeout=self.cfg.stall_timeout, deadline=deadline)
                 if f is None:
+                    dl.marks["first piece"] = time.monotonic()
                     f = open_when_present(dl.partial)
                 # Everything that has arrived contiguously from here is hashed in one go.
                 end = index + 1
@@ -221,6 +224,7 @@ class Downloader:
                 raise DownloadError(f"downloaded content is {actual}, not {dl.digest}: bad metainfo?")
             # Streams may release their last piece now; publishing is this host's business.
             dl.verified.set(True)
+            dl.marks["verified"] = time.monotonic()
             in_thread(os.fsync, f.fileno())
             self.seeder.remember(dl.digest, meta)
             # A rename into the cache; libtorrent keeps seeding from the new place.
@@ -235,7 +239,8 @@ class Downloader:
         elapsed = time.monotonic() - dl.started
         if self._metrics:
             self._metrics.observe(elapsed)
-        log.info("downloaded %s (%d bytes) in %.2fs", dl.digest, meta.length, elapsed)
+        phases = ", ".join(f"{k} {(v - dl.started) * 1e3:.1f}" for k, v in dl.marks.items())
+        log.info("downloaded %s (%d bytes) in %.3fs (ms: %s)", dl.digest, meta.length, elapsed, phases)
         return self.store.path(dl.digest)
 
 

@@ -36,6 +36,11 @@ class HTTPError(errors.KrakenError):
         self.detail = detail
 
 
+def register_status(cls: type, status: int) -> None:
+    """Lets a package map its own exception family to a status (e.g. torrents: 400)."""
+    _STATUS[cls] = status
+
+
 def status_for(exc: BaseException) -> int:
     for cls in type(exc).__mro__:
         if cls in _STATUS:

@@ -14,7 +14,10 @@ from origin.views import blobs, uploads
 from torrents.session import TorrentSession
 
 
-def create_app(config: OriginConfig, *, store: CAStore, session: TorrentSession, ring: HashRing) -> Flask:
+def create_app(
+    config: OriginConfig, *, store: CAStore, session: TorrentSession, ring: HashRing, trackers=None
+) -> Flask:
+    """`trackers` (a tracker.client.TrackerClient) has its metainfo caches warmed at commit."""
     app = Flask("origin")
     app.config["KRAKEN"] = config
     metrics = Metrics("origin")
@@ -22,6 +25,7 @@ def create_app(config: OriginConfig, *, store: CAStore, session: TorrentSession,
     manager = BlobManager(
         store, session, ring, config.self_addr, config.replication,
         metrics=metrics.counter("kraken_origin_replications_total", "Replica pushes by result.", ["result"]),
+        trackers=trackers,
     )
     upload_manager = UploadManager(store.uploads_dir, config.store.upload_ttl)
     _torrent_metrics(metrics, session)

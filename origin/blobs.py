@@ -34,6 +34,7 @@ class BlobManager:
         self_addr: str,
         replication: ReplicationConfig,
         metrics=None,
+        trackers=None,
     ):
         self.store = store
         self.session = session
@@ -43,6 +44,7 @@ class BlobManager:
         self.seeder = Seeder(store, session)
         self._replicas: gevent.queue.Queue = gevent.queue.Queue()
         self._metrics = metrics
+        self._trackers = trackers  # a TrackerClient, to warm metainfo caches at commit
         self._greenlets: list[gevent.Greenlet] = []
 
     def start(self) -> None:
@@ -81,7 +83,9 @@ class BlobManager:
 
     def _after_store(self, namespace: str, digest: Digest, *, replicate: bool) -> None:
         if digest != EMPTY:
-            self.metainfo(digest)
+            meta = self.metainfo(digest)
+            if replicate and self._trackers is not None:
+                gevent.spawn(self._trackers.put_metainfo, namespace, digest, meta.torrent())
         if replicate:
             for addr in self.ring.locations(digest):
                 if addr != self.self_addr:

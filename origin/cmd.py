@@ -21,7 +21,10 @@ def build_app(cfg: OriginConfig):
     # Origins mark their announces so trackers rank them after agents that have finished.
     trackers = [f"http://{t}/announce?origin=1" for t in cfg.trackers]
     session = TorrentSession(cfg.torrent, trackers=trackers, user_agent="kraken-p2p-origin/0.1")
-    return create_app(cfg, store=CAStore(cfg.store.root), session=session, ring=ring)
+    from tracker.client import TrackerClient
+
+    trackers = TrackerClient(list(cfg.trackers)) if cfg.trackers else None
+    return create_app(cfg, store=CAStore(cfg.store.root), session=session, ring=ring, trackers=trackers)
 
 
 def app_from_env():

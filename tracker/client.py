@@ -31,6 +31,18 @@ class TrackerClient:
                 errors.append(f"{addr}: {exc.__class__.__name__}")
         raise Unavailable("no tracker answers: " + "; ".join(errors))
 
+    def put_metainfo(self, namespace: str, digest: Digest, torrent: bytes) -> int:
+        """Warms every tracker's metainfo cache; returns how many accepted. Best effort:
+        a tracker that misses it fetches from the origins when first asked."""
+        ok = 0
+        for addr in self.trackers:
+            url = f"http://{addr}/internal/namespace/{quote(namespace, safe='')}/blobs/{digest}/metainfo"
+            try:
+                ok += self.http.put(url, data=torrent, timeout=self.timeout).status_code == 204
+            except requests.RequestException:
+                pass
+        return ok
+
     def get_metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         """Raises NotFound (no origin has it), Pending (an origin is fetching it) or
         Unavailable (no tracker answered)."""

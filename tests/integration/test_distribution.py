@@ -58,6 +58,8 @@ def test_concurrent_requests_for_one_blob_share_one_download(cluster, tmp_path):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: fetch_sha256(agent_url(cluster, 2, digest)), range(8)))
     assert results == [(200, digest.hex)] * 8
+    # Streams end once the blob is verified; the download is counted when it is cached.
+    wait_for(lambda: metric(agent, "kraken_agent_download_seconds_count") - before >= 1, 10, "the download metric")
     assert metric(agent, "kraken_agent_download_seconds_count") - before == 1
 
 
@@ -104,8 +106,8 @@ def test_blob_served_from_cache_honours_range_and_delete_drops_it(cluster, tmp_p
     part = requests.get(url, headers={"Range": "bytes=100-199"}, timeout=10)
     assert part.status_code == 206 and part.content == data[100:200]
     assert part.headers["Docker-Content-Digest"] == str(digest)
-    status = requests.get(f"http://{cluster.agents[4]['server']}/blobs/{digest}/status", timeout=5).json()
-    assert status["state"] == "cached"
+    wait_for(lambda: requests.get(f"http://{cluster.agents[4]['server']}/blobs/{digest}/status",
+                                  timeout=5).json()["state"] == "cached", 10, "the blob to be cached")
     assert requests.delete(f"http://{cluster.agents[4]['server']}/blobs/{digest}", timeout=5).status_code == 200
     assert requests.get(f"http://{cluster.agents[4]['server']}/blobs/{digest}/status", timeout=5).json()["state"] == "absent"
     # Gone from the cache, it comes back over P2P.

@@ -42,7 +42,7 @@ def test_first_bytes_arrive_long_before_the_whole_blob(slow_cluster, tmp_path):
         assert progress["state"] == "downloading" and progress["done"] < len(data) // 2, progress
         body = first + b"".join(chunks)
     assert hashlib.sha256(body).hexdigest() == digest.hex
-    assert status(slow_cluster, 0, digest)["state"] == "cached"
+    wait_for(lambda: status(slow_cluster, 0, digest)["state"] == "cached", 10, "the blob to be cached")
 
 
 def test_range_of_a_blob_still_downloading(slow_cluster, tmp_path):

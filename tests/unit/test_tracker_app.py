@@ -154,3 +154,19 @@ def test_forwarded_client_address_is_used_only_behind_trusted_proxies():
         q = f"info_hash={quote_from_bytes(IH)}&peer_id={'a' * 20}&port=7000"
         c.get(f"/announce?{q}", environ_base={"REMOTE_ADDR": "10.0.0.1"}, headers={"X-Forwarded-For": "192.0.2.7"})
         assert [p.ip for p in store.peers(IH)] == [expected]
+
+
+def test_origin_can_warm_the_metainfo_cache_but_only_with_a_matching_torrent(make_client, tmp_path):
+    from torrents.metainfo import build
+
+    (tmp_path / "b").write_bytes(b"warm" * 1000)
+    d = Digest.of_file(tmp_path / "b")
+    origins = FakeOrigins({})
+    c = make_client(origins)
+    torrent = build(tmp_path / "b", d).torrent()
+    other = Digest.of_bytes(b"other")
+    assert c.put(f"/internal/namespace/x/blobs/{other}/metainfo", data=torrent).status_code == 400
+    assert c.put(f"/internal/namespace/x/blobs/{d}/metainfo", data=b"garbage").status_code == 400
+    assert c.put(f"/internal/namespace/x/blobs/{d}/metainfo", data=torrent).status_code == 204
+    assert c.get(f"/namespace/x/blobs/{d}/metainfo").status_code == 200
+    assert origins.calls == 0  # served from the warmed cache

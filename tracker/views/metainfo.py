@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from common.httputil import parse_digest
-from torrents.metainfo import Metainfo
+from common.httputil import parse_digest, register_status
+from torrents.metainfo import Metainfo, MetainfoError
+
+register_status(MetainfoError, 400)
 
 bp = Blueprint("metainfo", __name__)
 
@@ -29,3 +31,14 @@ def metainfo(namespace: str, digest: str):
     cfg = current_app.config["KRAKEN"]
     announce = cfg.public_url.rstrip("/") + "/announce" if cfg.public_url else request.host_url + "announce"
     return Response(meta.torrent(announce=announce), mimetype="application/x-bittorrent")
+
+
+@bp.put("/internal/namespace/<path:namespace>/blobs/<digest>/metainfo")
+def warm(namespace: str, digest: str):
+    """An origin hands over the metainfo of a blob it just committed, so the first agent
+    to ask finds it cached instead of waiting for a round trip to the origin ring. The
+    torrent must describe `digest`; even so, an agent trusts only the blob's sha256."""
+    d = parse_digest(digest)
+    meta = Metainfo.from_torrent(request.get_data(), expect=d)
+    current_app.extensions["metainfo_cache"].put(d.hex, meta.infohash_hex, meta.info)
+    return Response(status=204)
