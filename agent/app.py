@@ -27,12 +27,7 @@ def create_app(config: AgentConfig, *, store: CAStore, session: TorrentSession, 
                                   buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)),
     )
     evictor = Evictor(store, seeder, config.cache.capacity_bytes, config.cache.idle_ttl)
-    for key, doc in (
-        ("sent_payload_bytes", "Payload bytes this host uploaded to peers."),
-        ("recv_payload_bytes", "Payload bytes this host downloaded from peers."),
-        ("hash_failures", "Pieces that failed their hash check."),
-    ):
-        metrics.gauge(f"kraken_torrent_{key}", doc).set_function(lambda k=key: session.counters[k])
+    metrics.torrent_gauges(session)
     app.extensions.update(downloader=downloader, seeder=seeder, evictor=evictor)
     install_error_handler(app)
     trust_proxies(app, config.server.trusted_proxies)

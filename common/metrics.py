@@ -29,6 +29,16 @@ class Metrics:
     def histogram(self, name: str, doc: str, labels=(), buckets=Histogram.DEFAULT_BUCKETS) -> Histogram:
         return Histogram(name, doc, list(labels), registry=self.registry, buckets=buckets)
 
+    def torrent_gauges(self, session) -> None:
+        """Gauges read from a torrents.session.TorrentSession when scraped."""
+        for key, doc in (
+            ("sent_payload_bytes", "Payload bytes this host uploaded to peers."),
+            ("recv_payload_bytes", "Payload bytes this host downloaded from peers."),
+            ("hash_failures", "Pieces that failed their hash check."),
+        ):
+            self.gauge(f"kraken_torrent_{key}", doc).set_function(lambda k=key: session.counters[k])
+        self.gauge("kraken_torrent_active", "Torrents in the session.").set_function(lambda: len(session.infohashes()))
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -28,7 +28,7 @@ def create_app(
         trackers=trackers,
     )
     upload_manager = UploadManager(store.uploads_dir, config.store.upload_ttl)
-    _torrent_metrics(metrics, session)
+    metrics.torrent_gauges(session)
     app.extensions.update(blobs=manager, uploads=upload_manager, ring=ring)
     install_error_handler(app)
     trust_proxies(app, config.server.trusted_proxies)
@@ -52,14 +52,3 @@ def create_app(
 
     app.kraken_shutdown = shutdown
     return app
-
-
-def _torrent_metrics(metrics: Metrics, session: TorrentSession) -> None:
-    """Gauges read from the session's counters when scraped."""
-    for key, doc in (
-        ("sent_payload_bytes", "Payload bytes this host uploaded to peers."),
-        ("recv_payload_bytes", "Payload bytes this host downloaded from peers."),
-        ("hash_failures", "Pieces that failed their hash check."),
-    ):
-        metrics.gauge(f"kraken_torrent_{key}", doc).set_function(lambda k=key: session.counters[k])
-    metrics.gauge("kraken_torrent_active", "Torrents in the session.").set_function(lambda: len(session.infohashes()))
