@@ -22,5 +22,8 @@ class TorrentConfig:
     # Seed in BitTorrent super-seeding mode (reveal pieces one at a time, so each is sent
     # once); for origins, measured in the swarm benchmark.
     super_seeding: bool = False
+    # Requests one peer may have outstanding at this host (libtorrent's
+    # max_allowed_in_request_queue). Origins keep it small: see OriginTorrentConfig.
+    max_peer_requests: int = 2000
     # Raw libtorrent settings_pack overrides, for tuning without a code change.
     settings: dict = field(default_factory=dict)

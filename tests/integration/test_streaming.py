@@ -66,12 +66,14 @@ def test_download_that_fails_midway_cuts_the_stream_and_caches_nothing(slow_clus
         got += len(next(chunks))
         slow_cluster.pause("origin-0")  # the only source stops: the agent stalls after 3 s
         try:
-            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            # The agent closes the connection short of Content-Length: requests reports a
+            # broken body (ChunkedEncodingError) or a broken connection, never a timeout.
+            with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
                 for chunk in chunks:
                     got += len(chunk)
         finally:
             slow_cluster.resume("origin-0")
-    assert 0 < got < len(data)
-    wait_for(lambda: status(slow_cluster, 0, digest)["state"] == "absent", 10, "the failed download to be dropped")
+    assert 0 < got < len(data), got
+    wait_for(lambda: status(slow_cluster, 0, digest)["state"] == "absent", 20, "the failed download to be dropped")
     # Once the source is back, a new request succeeds.
     assert hashlib.sha256(requests.get(agent_url(slow_cluster, 0, digest), timeout=60).content).hexdigest() == digest.hex

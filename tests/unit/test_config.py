@@ -65,3 +65,14 @@ def test_env_overrides_are_one_explicit_list(tmp_path):
 def test_to_dict_round_trips(tmp_path):
     cfg = Sample(ring=RingConfig(members=("a:1", "b:2")))
     assert config.build(Sample, config.to_dict(cfg)) == cfg
+
+
+def test_origin_torrent_defaults_survive_a_partial_torrent_section():
+    # A nested section builds from its own class, so origin-specific defaults must live on
+    # the origin's class, not in OriginConfig's default_factory.
+    from agent.config import AgentConfig
+    from origin.config import OriginConfig
+
+    origin = config.build(OriginConfig, {"torrent": {"listen_ip": "10.0.0.2", "port": 6881}})
+    assert origin.torrent.max_peer_requests == 8
+    assert config.build(AgentConfig, {"torrent": {"port": 6881}}).torrent.max_peer_requests == 2000
