@@ -68,8 +68,9 @@ class PeerStore(ABC):
     def ping(self) -> None:
         """Raises if the store cannot answer."""
 
-    def counts(self, infohash: bytes) -> SwarmCounts:
-        peers = self.peers(infohash)
+    def counts(self, infohash: bytes, peers: list[PeerInfo] | None = None) -> SwarmCounts:
+        """Seeders, leechers, finished downloads; pass `peers` when already fetched."""
+        peers = self.peers(infohash) if peers is None else peers
         complete = sum(p.complete for p in peers)
         return SwarmCounts(complete, len(peers) - complete, self.downloaded(infohash))
 

@@ -92,13 +92,15 @@ def announce():
     )
     if event == "stopped":
         store.remove(infohash, peer_id)
-        peers = []
+        swarm, peers = store.peers(infohash), []
     else:
         store.update(infohash, me)
         if event == "completed":
             store.mark_completed(infohash)
-        peers = handout.order(store.peers(infohash), me, numwant, origins_only=cfg.origins_only)
-    counts = store.counts(infohash)
+        swarm = store.peers(infohash)
+        peers = handout.order(swarm, me, numwant, origins_only=cfg.origins_only)
+    # One read of the swarm serves both the handout and the counts.
+    counts = store.counts(infohash, swarm)
     current_app.extensions["metrics_announces"].labels(event or "update").inc()
 
     body: dict = {
