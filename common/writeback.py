@@ -1,0 +1,211 @@
+"""Write-back to the storage backend through a persisted retry queue.
+
+Every blob an origin commits and every tag build-index stores is queued here, in SQLite on
+local disk, before the client hears success; a worker copies each item to the namespace's
+backend, retrying with exponential backoff while the backend is down. The queue survives
+restarts, and several processes may share one file: an item is leased before it is
+worked on, so two workers never upload it at once. Items the backend already holds are
+skipped (one stat instead of an upload)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from common.backends import BackendError, Manager, NotFound
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS writeback (
+    namespace   TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    payload     BLOB,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error  TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+)
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    namespace: str
+    key: str
+    payload: bytes | None
+    attempts: int
+
+
+class WriteBackQueue:
+    """`opener(item)` returns a readable file with the item's bytes and its size, for items
+    queued without a payload (blobs, read from the local store when their turn comes); it
+    raises NotFound when the local copy is gone, which drops the item."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        backends: Manager,
+        opener: Callable[[Item], tuple[BinaryIO, int]] | None = None,
+        *,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        lease: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.backends = backends
+        self.opener = opener
+        self.base_delay, self.max_delay, self.lease = base_delay, max_delay, lease
+        self.clock = clock
+        self.wakeup = threading.Event()
+        self.uploaded = 0
+        self.skipped = 0
+        with closing(self._db()) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        # Autocommit; the one multi-statement step (claiming) opens its own transaction.
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+
+    # Producers.
+    def enqueue(self, namespace: str, key: str, payload: bytes | None = None) -> bool:
+        """Queues an item (durably: the row is committed when this returns). Namespaces with
+        no backend are not queued; returns whether the item was."""
+        if self.backends.get(namespace) is None:
+            return False
+        now = self.clock()
+        with closing(self._db()) as db, db:
+            db.execute(
+                "INSERT INTO writeback (namespace, key, payload, next_at, created) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET payload = excluded.payload, next_at = excluded.next_at, "
+                "attempts = 0, lease_until = 0",
+                (namespace, key, payload, now, now),
+            )
+        self.wakeup.set()
+        return True
+
+    def pending(self) -> int:
+        with closing(self._db()) as db:
+            return db.execute("SELECT COUNT(*) FROM writeback").fetchone()[0]
+
+    def items(self) -> list[dict]:
+        with closing(self._db()) as db:
+            rows = db.execute(
+                "SELECT namespace, key, attempts, next_at, last_error FROM writeback ORDER BY created").fetchall()
+        return [dict(zip(("namespace", "key", "attempts", "next_at", "last_error"), r)) for r in rows]
+
+    # The worker.
+    def _claim(self) -> Item | None:
+        now = self.clock()
+        with closing(self._db()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT namespace, key, payload, attempts FROM writeback "
+                    "WHERE next_at <= ? AND lease_until <= ? ORDER BY next_at LIMIT 1", (now, now)).fetchone()
+                if row is None:
+                    db.execute("COMMIT")
+                    return None
+                db.execute("UPDATE writeback SET lease_until = ? WHERE namespace = ? AND key = ?",
+                           (now + self.lease, row[0], row[1]))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return Item(row[0], row[1], row[2], row[3])
+
+    def _done(self, item: Item) -> None:
+        with closing(self._db()) as db, db:
+            # Only if nobody re-queued it meanwhile (a new payload resets the lease).
+            db.execute("DELETE FROM writeback WHERE namespace = ? AND key = ? AND lease_until > 0",
+                       (item.namespace, item.key))
+
+    def _retry(self, item: Item, error: str) -> float:
+        attempts = item.attempts + 1
+        delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+        with closing(self._db()) as db, db:
+            db.execute(
+                "UPDATE writeback SET attempts = ?, next_at = ?, lease_until = 0, last_error = ? "
+                "WHERE namespace = ? AND key = ?",
+                (attempts, self.clock() + delay, error[:500], item.namespace, item.key))
+        return delay
+
+    def process_one(self) -> bool:
+        """Works on one due item; False when none is due."""
+        item = self._claim()
+        if item is None:
+            return False
+        backend = self.backends.get(item.namespace)
+        if backend is None:
+            log.warning("write-back: %s no longer has a backend; dropping %s", item.namespace, item.key)
+            self._done(item)
+            return True
+        try:
+            try:
+                backend.stat(item.namespace, item.key)
+                exists = item.payload is None  # tags may change: always rewrite them
+            except NotFound:
+                exists = False
+            if exists:
+                self.skipped += 1
+            elif item.payload is not None:
+                backend.put_bytes(item.namespace, item.key, item.payload)
+                self.uploaded += 1
+            else:
+                src, size = self.opener(item)
+                with src:
+                    backend.upload(item.namespace, item.key, src, size)
+                self.uploaded += 1
+        except NotFound as exc:
+            log.error("write-back: local copy of %s is gone, dropping it: %s", item.key, exc)
+            self._done(item)
+            return True
+        except (BackendError, OSError) as exc:
+            delay = self._retry(item, str(exc))
+            log.warning("write-back of %s/%s failed (attempt %d), retrying in %.1f s: %s",
+                        item.namespace, item.key, item.attempts + 1, delay, exc)
+            return True
+        self._done(item)
+        log.info("written back %s/%s", item.namespace, item.key)
+        return True
+
+    def next_due(self) -> float | None:
+        with closing(self._db()) as db:
+            row = db.execute("SELECT MIN(MAX(next_at, lease_until)) FROM writeback").fetchone()
+        return row[0]
+
+    def run(self, sleep: Callable[[float], None] = time.sleep, idle: float = 5.0) -> None:
+        """Forever: work through due items, then sleep until the next is due (at most
+        `idle` s, or until `enqueue` wakes us)."""
+        while True:
+            try:
+                while self.process_one():
+                    pass
+                due = self.next_due()
+            except sqlite3.Error as exc:
+                log.error("write-back queue %s: %s", self.path, exc)
+                due = None
+            wait = idle if due is None else max(0.0, min(idle, due - self.clock()))
+            self.wakeup.clear()
+            if wait > 0:
+                self._wait(wait, sleep)
+
+    def _wait(self, seconds: float, sleep: Callable[[float], None]) -> None:
+        # Short naps so an enqueue is picked up promptly under gevent too (a threading.Event
+        # wait would block the hub unless threading is patched).
+        deadline = time.monotonic() + seconds
+        while not self.wakeup.is_set() and time.monotonic() < deadline:
+            sleep(min(0.1, seconds))

@@ -1,0 +1,156 @@
+"""The write-back queue: durable across restarts, retries with backoff while the backend is
+down, skips blobs the backend already has, leases items so two workers never collide."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+
+from common.backends import BackendError, Manager, NotFound, create, keys
+from common.digest import Digest
+from common.writeback import WriteBackQueue
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Flaky:
+    """Wraps a real fs backend; while `down`, every call fails as an unreachable backend."""
+
+    def __init__(self, inner):
+        self.inner, self.down, self.uploads = inner, False, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise BackendError("backend down")
+            if name in ("upload", "put_bytes"):
+                self.uploads += 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def setup(tmp_path):
+    backend = Flaky(create("fs", {"root": str(tmp_path / "backend")}))
+    blobs = {}
+
+    def opener(item):
+        if item.key not in blobs:
+            raise NotFound(item.key)
+        return io.BytesIO(blobs[item.key]), len(blobs[item.key])
+
+    clock = Clock()
+    manager = Manager([("ns.*", backend)])
+    queue = WriteBackQueue(tmp_path / "wb.sqlite", manager, opener, clock=clock)
+    return queue, backend, blobs, clock, manager, opener
+
+
+def add_blob(blobs, data: bytes) -> str:
+    key = keys.blob(Digest.of_bytes(data))
+    blobs[key] = data
+    return key
+
+
+def test_item_is_written_back(setup):
+    queue, backend, blobs, *_ = setup
+    key = add_blob(blobs, b"hello")
+    assert queue.enqueue("ns", key)
+    assert queue.process_one()
+    assert backend.inner.get_bytes("ns", key) == b"hello"
+    assert queue.pending() == 0
+
+
+def test_namespaces_without_backend_are_not_queued(setup):
+    queue, *_ = setup
+    assert not queue.enqueue("other", "tags/other/1", b"x")
+    assert queue.pending() == 0
+
+
+def test_backend_down_retries_with_backoff_then_succeeds(setup):
+    queue, backend, blobs, clock, *_ = setup
+    key = add_blob(blobs, b"data")
+    queue.enqueue("ns", key)
+    backend.down = True
+    assert queue.process_one()
+    first = queue.items()[0]
+    assert first["attempts"] == 1 and "backend down" in first["last_error"]
+    # Not due again until its backoff has passed.
+    assert not queue.process_one()
+    clock.now = first["next_at"] + 0.01
+    assert queue.process_one()
+    second = queue.items()[0]
+    assert second["attempts"] == 2
+    assert second["next_at"] - clock.now > (first["next_at"] - 1000.0)  # the delay grew
+    backend.down = False
+    clock.now = second["next_at"] + 0.01
+    assert queue.process_one()
+    assert queue.pending() == 0
+    assert backend.inner.get_bytes("ns", key) == b"data"
+
+
+def test_queue_survives_restart(setup, tmp_path):
+    queue, backend, blobs, clock, manager, opener = setup
+    key = add_blob(blobs, b"persisted")
+    backend.down = True
+    queue.enqueue("ns", key)
+    queue.process_one()
+    del queue
+    backend.down = False
+    clock.now += 3600
+    reopened = WriteBackQueue(tmp_path / "wb.sqlite", manager, opener, clock=clock)
+    assert reopened.pending() == 1
+    assert reopened.process_one()
+    assert backend.inner.get_bytes("ns", key) == b"persisted"
+
+
+def test_blobs_the_backend_has_are_skipped(setup):
+    queue, backend, blobs, *_ = setup
+    key = add_blob(blobs, b"already there")
+    backend.inner.put_bytes("ns", key, b"already there")
+    queue.enqueue("ns", key)
+    queue.process_one()
+    assert backend.uploads == 0 and queue.skipped == 1
+    assert queue.pending() == 0
+
+
+def test_tags_are_always_rewritten(setup):
+    queue, backend, *_ = setup
+    key = keys.tag("ns/app", "1")
+    backend.inner.put_bytes("ns", key, b"old")
+    queue.enqueue("ns", key, b"new")
+    queue.process_one()
+    assert backend.inner.get_bytes("ns", key) == b"new"
+
+
+def test_item_whose_local_copy_is_gone_is_dropped(setup):
+    queue, *_ = setup
+    queue.enqueue("ns", keys.blob(Digest.of_bytes(b"gone")))
+    assert queue.process_one()
+    assert queue.pending() == 0
+
+
+def test_two_workers_never_upload_the_same_item(setup, tmp_path):
+    queue, backend, blobs, clock, manager, opener = setup
+    for i in range(30):
+        queue.enqueue("ns", add_blob(blobs, f"blob {i}".encode()))
+    other = WriteBackQueue(tmp_path / "wb.sqlite", manager, opener, clock=clock)
+    threads = [threading.Thread(target=lambda q=q: [None for _ in iter(q.process_one, False)]) for q in (queue, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert backend.uploads == 30
+    assert queue.pending() == 0
