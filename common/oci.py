@@ -50,7 +50,9 @@ class RegistryError(errors.KrakenError):
     where the spec allows another (e.g. 416 for an upload's out-of-order range)."""
 
     def __init__(self, code: str, message: str | None = None, detail=None, status: int | None = None,
-                 headers: dict | None = None):
+                 headers: dict | None = None, more: tuple[RegistryError, ...] = ()):
+        """`more`: further errors reported in the same envelope (distribution lists every
+        blob a manifest is missing, one MANIFEST_BLOB_UNKNOWN each)."""
         default_status, default_message = CODES[code]
         super().__init__(message or default_message)
         self.code = code
@@ -58,6 +60,7 @@ class RegistryError(errors.KrakenError):
         self.detail = detail
         self.status = status or default_status
         self.headers = headers or {}
+        self.more = tuple(more)
 
 
 def envelope(code: str, message: str, detail=None) -> dict:
@@ -76,8 +79,11 @@ _FAMILY_CODES = (
 )
 
 
-def error_response(code: str, message: str, status: int, detail=None, headers: dict | None = None) -> Response:
-    body = json.dumps(envelope(code, message, detail))
+def error_response(code: str, message: str, status: int, detail=None, headers: dict | None = None,
+                   more: tuple[RegistryError, ...] = ()) -> Response:
+    doc = envelope(code, message, detail)
+    doc["errors"] += [envelope(e.code, e.message, e.detail)["errors"][0] for e in more]
+    body = json.dumps(doc)
     resp = Response(body, status=status, content_type="application/json")
     resp.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
     for key, value in (headers or {}).items():
@@ -99,8 +105,10 @@ def install_registry_errors(app: Flask, prefix: str = "/v2") -> None:
             if previous is not None:
                 return previous(exc)
             raise exc
+        more = ()
         if isinstance(exc, RegistryError):
             code, message, status, detail, headers = exc.code, exc.message, exc.status, exc.detail, exc.headers
+            more = exc.more
         elif isinstance(exc, HTTPException):
             status = exc.code or 500
             code = {404: "NAME_UNKNOWN", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}.get(status, "UNKNOWN")
@@ -117,7 +125,7 @@ def install_registry_errors(app: Flask, prefix: str = "/v2") -> None:
             status, detail, headers = CODES[code][0], None, {}
         if status >= 500:
             log.warning("%s %s -> %d %s: %s", request.method, request.path, status, code, message)
-        return error_response(code, message, status, detail, headers)
+        return error_response(code, message, status, detail, headers, more)
 
 
 # Repository names: path components of lowercase alphanumerics joined by one separator

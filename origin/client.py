@@ -80,6 +80,20 @@ class OriginClient:
             _raise_for(resp, f"download {digest} from {self.addr}", pending=True)
         return resp
 
+    def download_range(self, namespace: str, digest: Digest, start: int, end: int) -> requests.Response:
+        """Bytes [start, end) of a blob as a streaming response (206, or 200 for the whole
+        blob); the caller closes it."""
+        resp = self._request("GET", f"/namespace/{_ns(namespace)}/blobs/{digest}", stream=True,
+                             headers={"Range": f"bytes={start}-{end - 1}"})
+        if resp.status_code not in (200, 206):
+            resp.close()
+            _raise_for(resp, f"download {digest} [{start}, {end}) from {self.addr}", pending=True)
+        return resp
+
+    def prefetch(self, namespace: str, digest: Digest) -> None:
+        resp = self._request("POST", f"/namespace/{_ns(namespace)}/blobs/{digest}/prefetch")
+        _raise_for(resp, f"prefetch {digest} on {self.addr}")
+
     def upload(
         self,
         namespace: str,
@@ -175,3 +189,9 @@ class ClusterClient:
 
     def download(self, namespace: str, digest: Digest) -> requests.Response:
         return self._each(digest, lambda c: c.download(namespace, digest))
+
+    def download_range(self, namespace: str, digest: Digest, start: int, end: int) -> requests.Response:
+        return self._each(digest, lambda c: c.download_range(namespace, digest, start, end))
+
+    def prefetch(self, namespace: str, digest: Digest) -> None:
+        return self._each(digest, lambda c: c.prefetch(namespace, digest))

@@ -1,1 +1,2 @@
-"""Proxy: the Docker Registry v2 push and pull API (a later issue)."""
+"""Proxy: the push and pull side of the Docker Registry v2 / OCI distribution API. Blobs
+(manifests included) go to the origin ring, tags to build-index."""
