@@ -18,6 +18,8 @@ def create_app(config: BuildIndexConfig, *, tag_store: TagStore, tag_types: TagT
     where name is `repo:tag`. None keeps tags in Redis only."""
     app = Flask("buildindex")
     app.config["KRAKEN"] = config
+    # `library//busybox` is an invalid name to refuse, not a path to tidy into another name.
+    app.url_map.merge_slashes = False
     metrics = metrics or Metrics("buildindex")
     metrics.instrument(app)
     metrics.gauge("kraken_buildindex_replication_pending", "Replication tasks queued or in flight.").set_function(
