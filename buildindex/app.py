@@ -22,16 +22,15 @@ def create_app(config: BuildIndexConfig, *, tag_store: TagStore, tag_types: TagT
     app.url_map.merge_slashes = False
     metrics = metrics or Metrics("buildindex")
     metrics.instrument(app)
-    metrics.gauge("kraken_buildindex_replication_pending", "Replication tasks queued or in flight.").set_function(
-        replicator.pending
-    )
+    pending = metrics.gauge("kraken_buildindex_replication_pending", "Replication tasks queued or in flight.")
+    pending.set_function(replicator.pending)
     app.extensions.update(
         tag_store=tag_store,
         tag_types=tag_types,
         tag_backend=backend,
         replicator=replicator,
-        metrics_puts=metrics.counter("kraken_buildindex_tag_puts_total", "Tags written, by tag type.", ["type"]),
-        metrics_gets=metrics.counter("kraken_buildindex_tag_gets_total", "Tag lookups by result.", ["result"]),
+        metrics_puts=metrics.counter("kraken_buildindex_tag_puts_total", "Tags written.", ["type"]),
+        metrics_gets=metrics.counter("kraken_buildindex_tag_gets_total", "Tag lookups.", ["result"]),
     )
     install_error_handler(app)
     trust_proxies(app, config.server.trusted_proxies)

@@ -81,14 +81,16 @@ class BuildIndexClient:
                   last: str | None = None) -> tuple[list[str], int | None]:
         """One page of the repository's tag names (without `repo:`), sorted, and the
         offset of the next page (None on the last page). `last` starts after that tag."""
-        return self._list(f"/repositories/{quote(repo, safe='')}/tags", f"tags of {repo}", limit, offset, last)
+        path = f"/repositories/{quote(repo, safe='')}/tags"
+        return self._list(path, f"tags of {repo}", limit, offset, last)
 
     def list_prefix(self, prefix: str, limit: int | None = None, offset: int | None = None,
                     last: str | None = None) -> tuple[list[str], int | None]:
         """One page of repository names starting with `prefix` ("" for all), sorted, and
         the offset of the next page (None on the last page). `last` starts after that
         repository (registry `_catalog` paging)."""
-        return self._list(f"/list/{quote(prefix, safe='')}", f"repositories under {prefix!r}", limit, offset, last)
+        path = f"/list/{quote(prefix, safe='')}"
+        return self._list(path, f"repositories under {prefix!r}", limit, offset, last)
 
     def _list(self, path, what, limit, offset, last) -> tuple[list[str], int | None]:
         params = {k: v for k, v in (("limit", limit), ("offset", offset), ("last", last)) if v is not None}

@@ -34,7 +34,8 @@ def build_app(cfg: BuildIndexConfig):
     tag_types = TagTypes([(r.pattern, kinds[r.type]) for r in cfg.tag_types], kinds[cfg.default_type])
 
     metrics = Metrics("buildindex")
-    results = metrics.counter("kraken_buildindex_replications_total", "Replication attempts by result.", ["result"])
+    results = metrics.counter("kraken_buildindex_replications_total", "Replication attempts by result.",
+                              ["result"])
     timeout = (3, cfg.replication.timeout)
 
     def send(remote, tag, digest):

@@ -87,7 +87,9 @@ class DockerTagType:
             except Pending:
                 # An origin is fetching it from its storage backend: worth a short wait.
                 if self._clock() >= deadline:
-                    raise Unavailable(f"{what}: manifest {digest} is still being fetched by an origin") from None
+                    raise Unavailable(
+                        f"{what}: manifest {digest} is still being fetched by an origin"
+                    ) from None
                 self._sleep(0.25)
         try:
             body = bytearray()

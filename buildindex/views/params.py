@@ -51,7 +51,9 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     try:
         value = int(raw, 10)
     except ValueError:
-        raise HTTPError(400, f"{name} must be an integer, got {raw[:50]!r}", "PAGINATION_NUMBER_INVALID") from None
+        raise HTTPError(
+            400, f"{name} must be an integer, got {raw[:50]!r}", "PAGINATION_NUMBER_INVALID"
+        ) from None
     if not lo <= value <= hi:
         raise HTTPError(400, f"{name} must be between {lo} and {hi}", "PAGINATION_NUMBER_INVALID")
     return value

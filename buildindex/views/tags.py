@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from buildindex.views.params import split_tag
 from common.errors import NotFound
 from common.httputil import parse_digest
-from buildindex.views.params import split_tag
 
 bp = Blueprint("tags", __name__)
 
