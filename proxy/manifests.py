@@ -12,7 +12,7 @@ from pathlib import Path
 import gevent.pool
 
 from common.digest import Digest
-from common.errors import NotFound, Pending
+from common.errors import NotFound, Pending, Rejected
 from common.oci import (
     MAX_MANIFEST_BYTES,
     Manifest,
@@ -97,7 +97,11 @@ class ManifestStore:
         finally:
             path.unlink(missing_ok=True)
         if tag is not None:
-            self.build_index.put_tag(f"{name}:{tag}", digest)
+            try:
+                self.build_index.put_tag(f"{name}:{tag}", digest)
+            except Rejected as exc:
+                # Build-index re-checks docker-type tags against the ring.
+                raise RegistryError("MANIFEST_INVALID", f"build-index refused the tag: {exc}") from None
         log.info("manifest %s of %s stored%s", digest, name, f" as tag {tag}" if tag else "")
         return digest, manifest
 

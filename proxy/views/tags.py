@@ -1,6 +1,6 @@
 """GET /v2/<name>/tags/list and GET /v2/_catalog, from build-index, with `n`/`last` paging
-as the distribution spec has it: sorted lexically, entries after `last`, at most `n`, and a
-`Link: <...?n=N&last=X>; rel="next"` header while more remain."""
+as the distribution spec has it: sorted lexically (build-index lists in byte order), entries
+after `last`, at most `n`, and `Link: <...?n=N&last=X>; rel="next"` while more remain."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from urllib.parse import urlencode
 
 from flask import current_app, jsonify, request
 
+from common.errors import Rejected
 from common.oci import RegistryError
 
-# Build-index pages fetched per call while collecting a whole listing.
+# Build-index refuses larger pages (its listing.max_limit).
 _PAGE = 1000
 
 
@@ -27,7 +28,7 @@ def _n(default: int | None, maximum: int | None = None) -> int | None:
     return n
 
 
-def _collect(call, key: str) -> list[str]:
+def _everything(call, key: str) -> list[str]:
     """Every entry of a paged build-index listing."""
     out: list[str] = []
     offset = None
@@ -38,38 +39,42 @@ def _collect(call, key: str) -> list[str]:
             return out
 
 
-def _page(entries: list[str], n: int | None, path: str):
-    last = request.args.get("last")
-    entries = sorted(set(entries))
+def _page(call, key: str, n: int | None) -> tuple[list[str], bool]:
+    """(entries after `last`, at most n of them; whether more follow)."""
+    last = request.args.get("last") or None
+    if n == 0:
+        return [], False
+    if n is not None and n <= _PAGE:
+        try:
+            items, nxt = call(key, limit=n, last=last)
+            return items, nxt is not None and bool(items)
+        except Rejected:
+            pass  # a `last` build-index finds malformed: filter here instead
+    items = sorted(set(_everything(call, key)))
     if last:
-        entries = [e for e in entries if e > last]
-    more = False
-    if n is not None and len(entries) > n:
-        entries, more = entries[:n], True
-    headers = {}
-    if more and entries:
-        headers["Link"] = f'<{path}?{urlencode({"n": n, "last": entries[-1]})}>; rel="next"'
-    return entries, headers
+        items = [e for e in items if e > last]
+    if n is not None and len(items) > n:
+        return items[:n], True
+    return items, False
+
+
+def _link(path: str, n: int, entries: list[str]) -> dict:
+    return {"Link": f'<{path}?{urlencode({"n": n, "last": entries[-1]})}>; rel="next"'}
 
 
 def list_tags(name: str):
-    tags = [t.split(":", 1)[1] if t.startswith(name + ":") else t
-            for t in _collect(current_app.extensions["build_index"].list_repo, name)]
-    if not tags:
+    build_index = current_app.extensions["build_index"]
+    n = _n(None)
+    tags, more = _page(build_index.list_repo, name, n)
+    if not tags and not build_index.list_repo(name, limit=1)[0]:
         raise RegistryError("NAME_UNKNOWN", detail={"name": name})
-    page, headers = _page(tags, _n(None), f"/v2/{name}/tags/list")
-    return jsonify({"name": name, "tags": page}), 200, headers
+    headers = _link(f"/v2/{name}/tags/list", n, tags) if more else {}
+    return jsonify({"name": name, "tags": tags}), 200, headers
 
 
 def catalog():
     cfg = current_app.config["KRAKEN"].registry
     n = _n(cfg.catalog_default_entries, cfg.catalog_max_entries)
-    repos = [_repo_of(e) for e in _collect(current_app.extensions["build_index"].list_prefix, "")]
-    page, headers = _page(repos, n, "/v2/_catalog")
-    return jsonify({"repositories": page}), 200, headers
-
-
-def _repo_of(entry: str) -> str:
-    """Build-index may list tags (`repo:tag`) rather than repositories."""
-    head, sep, tail = entry.rpartition(":")
-    return head if sep and "/" not in tail else entry
+    repos, more = _page(current_app.extensions["build_index"].list_prefix, "", n)
+    headers = _link("/v2/_catalog", n, repos) if more else {}
+    return jsonify({"repositories": repos}), 200, headers

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from common.digest import Digest
-from common.errors import NotFound
+from common.errors import NotFound, Rejected
 from common.oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from common.sections import RingConfig
 from proxy.app import create_app
@@ -89,18 +89,22 @@ class FakeBuildIndex:
             raise NotFound(tag)
         return self.tags[tag]
 
-    def _paged(self, items, limit, offset):
+    def _paged(self, items, limit, offset, last):
+        if last is not None:
+            if "!" in last:
+                raise Rejected(f"bad last {last!r}")
+            items = [i for i in items if i > last]
         offset = offset or 0
         end = len(items) if limit is None else offset + limit
         return items[offset:end], (end if end < len(items) else None)
 
-    def list_repo(self, repo, limit=None, offset=None):
+    def list_repo(self, repo, limit=None, offset=None, last=None):
         tags = sorted(t.split(":", 1)[1] for t in self.tags if t.split(":", 1)[0] == repo)
-        return self._paged(tags, limit, offset)
+        return self._paged(tags, limit, offset, last)
 
-    def list_prefix(self, prefix, limit=None, offset=None):
+    def list_prefix(self, prefix, limit=None, offset=None, last=None):
         repos = sorted({t.split(":", 1)[0] for t in self.tags if t.startswith(prefix)})
-        return self._paged(repos, limit, offset)
+        return self._paged(repos, limit, offset, last)
 
     def ping(self):
         pass
@@ -400,6 +404,10 @@ def test_tags_list_paging(env):
     assert r.headers["Link"] == '</v2/r/x/tags/list?n=2&last=b>; rel="next"'
     r = client.get("/v2/r/x/tags/list?n=2&last=d")
     assert r.get_json()["tags"] == ["e"] and "Link" not in r.headers
+    r = client.get("/v2/r/x/tags/list?n=2&last=c!")  # build-index refuses this `last`
+    assert r.get_json()["tags"] == ["d", "e"] and "Link" not in r.headers
+    assert client.get("/v2/r/x/tags/list?last=c").get_json()["tags"] == ["d", "e"]
+    assert client.get("/v2/r/x/tags/list?n=5&last=e").get_json()["tags"] == []
     assert client.get("/v2/r/x/tags/list?n=0").get_json()["tags"] == []
     for bad in ("-1", "x"):
         r = client.get(f"/v2/r/x/tags/list?n={bad}")
