@@ -6,11 +6,13 @@ VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages and a binary each provides, so installed ones are not fetched again.
-SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c iproute2:tc
+SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c iproute2:tc \
+  docker.io:dockerd skopeo:skopeo docker-registry:docker-registry busybox-static:/bin/busybox \
+  nginx-light:nginx
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm bench-latency lint clean
+.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm bench-latency bench-registry lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -38,8 +40,8 @@ deps: system-deps venv
 run: deps ## Run a dev cluster in the foreground (writes .devcluster/cluster.json; Ctrl-C stops it)
 	$(VENV)/bin/krakenctl devcluster --workdir .devcluster $(ARGS)
 
-test: deps ## Run every test (unit and integration, real processes)
-	$(VENV)/bin/pytest -q
+test: deps ## Run every test (unit and integration, real processes) in a private network namespace
+	tests/isolated.sh $(VENV)/bin/pytest -q
 
 test-unit: deps ## Run the unit tests only
 	$(VENV)/bin/pytest -q tests/unit
@@ -49,6 +51,9 @@ test-integration: deps ## Run the integration tests only
 
 bench-swarm: deps ## Swarm benchmark: 1 origin, N agents at a per-host cap (BENCH_ARGS="--agents 20 --rate 8 --size 256")
 	$(VENV)/bin/python -m tests.bench.swarm $(BENCH_ARGS)
+
+bench-registry: deps ## docker push/cold pull of a ~200 MiB image: proxy and agent vs docker-registry (BENCH_ARGS="--size 200")
+	tests/isolated.sh $(VENV)/bin/python -m tests.bench.registry $(BENCH_ARGS)
 
 bench-latency: deps ## Cold 1 MiB blob through an agent vs a direct origin GET, and time to first byte (BENCH_ARGS="--link netns")
 	$(VENV)/bin/python -m tests.bench.latency $(BENCH_ARGS)

@@ -123,6 +123,7 @@ class Dockerd:
         self.sock = self.root / "docker.sock"
         self.log_path = self.root / "dockerd.log"
         self.popen: subprocess.Popen | None = None
+        self.containerd: subprocess.Popen | None = None
         self.cli = os.environ.get("DOCKER_CLI") or ("/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK)
                                                    else require_binary("docker", "docker.io"))
         self.env = {
@@ -136,6 +137,37 @@ class Dockerd:
         for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"):
             self.env.pop(key, None)
 
+    def _start_containerd(self, env: dict, timeout: float) -> str:
+        """Our own containerd: dockerd would otherwise use a system containerd whenever
+        /run/containerd/containerd.sock answers, and share it with the host's docker."""
+        binary = require_binary("containerd", "containerd")
+        base = self.root / "ctd"
+        base.mkdir(parents=True, exist_ok=True)
+        sock = base / "containerd.sock"
+        config = base / "containerd.toml"
+        config.write_text(
+            'version = 2\n'
+            f'root = "{self.root / "data" / "containerd"}"\n'
+            f'state = "{base / "state"}"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{sock}"\n'
+            f'[ttrpc]\n  address = "{sock}.ttrpc"\n'
+            f'[debug]\n  address = "{base / "debug.sock"}"\n  level = "info"\n'
+            '[metrics]\n  address = ""\n'
+        )
+        log = open(self.root / "containerd.log", "ab")
+        try:
+            self.containerd = subprocess.Popen([binary, "--config", str(config)], stdout=log,
+                                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while not sock.exists():
+            if self.containerd.poll() is not None or time.monotonic() > deadline:
+                self._fail("containerd did not start")
+            time.sleep(0.05)
+        return str(sock)
+
     def start(self, timeout: float = 60) -> Dockerd:
         dockerd = require_binary("dockerd", "docker.io")
         (self.root / "cli").mkdir(parents=True, exist_ok=True)
@@ -144,8 +176,10 @@ class Dockerd:
         # Registries on 127.0.0.0/8 are never proxied (Go skips loopback); anything else
         # would go to the dead proxy and fail rather than leave the machine.
         env.update({k: DEAD_PROXY for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
+        containerd = self._start_containerd(env, timeout)
         args = [
             dockerd,
+            "--containerd", containerd, "--containerd-namespace", "moby",
             "--data-root", str(self.root / "data"),
             "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "dockerd.pid"),
@@ -165,16 +199,20 @@ class Dockerd:
         deadline = time.monotonic() + timeout
         while True:
             if self.popen.poll() is not None:
-                raise ToolError(f"dockerd exited with {self.popen.returncode}; its log:\n{_tail(self.log_path)}")
+                self._fail(f"dockerd exited with {self.popen.returncode}")
             if self.sock.exists():
                 probe = subprocess.run([self.cli, "version", "--format", "{{.Server.Version}}"],
                                        env=self.env, capture_output=True, text=True, timeout=30)
                 if probe.returncode == 0:
                     return self
             if time.monotonic() > deadline:
-                self.stop()
-                raise ToolError(f"dockerd did not answer within {timeout}s; its log:\n{_tail(self.log_path)}")
+                self._fail(f"dockerd did not answer within {timeout}s")
             time.sleep(0.2)
+
+    def _fail(self, what: str):
+        logs = f"dockerd log:\n{_tail(self.log_path)}\ncontainerd log:\n{_tail(self.root / 'containerd.log', 20)}"
+        self.stop()
+        raise ToolError(f"{what}; {logs}")
 
     def run(self, *args: str, timeout: float = 300, check: bool = True, input: bytes | None = None,
             ) -> subprocess.CompletedProcess:
@@ -219,8 +257,16 @@ class Dockerd:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(10)
-        # containerd (a child of dockerd) and shims (re-parented) name our directory in their
-        # command lines (--config <root>/exec/..., -address <root>/exec/...).
+        for proc in (self.containerd,):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        # Shims (re-parented away from containerd) name our directory in their command lines
+        # (-address <root>/ctd/containerd.sock), as would anything else we started.
         leftovers = _pids_mentioning(str(self.root))
         for pid in leftovers:
             try:
