@@ -35,11 +35,45 @@ class Locality:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """The read-only registry port docker and containerd pull from. Loopback by default:
+    the registry answers anyone who reaches it, and only this host's runtime should."""
+
+    host: str = "127.0.0.1"
+    # Must differ from the server port: one process serves both and tells them apart by
+    # the port a request arrived on. 0 turns the registry port off.
+    port: int = 7607
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """Resolving tags and pulling whole images (registry port and preloads)."""
+
+    # A tag's digest is reused this long (seconds) before build-index is asked again: one
+    # docker pull asks for the same tag twice (HEAD, then GET). 0 asks every time.
+    tag_ttl: float = 5.0
+    # Blobs one preload downloads at the same time.
+    preload_concurrency: int = 8
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     server: ServerConfig = field(default_factory=lambda: ServerConfig(port=7605))
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     trackers: tuple[str, ...] = ("127.0.0.1:7602",)
+    # Where tags are resolved (host:port, tried in order).
+    build_index: tuple[str, ...] = ("127.0.0.1:7608",)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     locality: Locality = field(default_factory=Locality)
     torrent: TorrentConfig = field(default_factory=TorrentConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self):
+        if self.registry.port and self.registry.port == self.server.port:
+            raise ValueError(f"registry.port and server.port are both {self.server.port}; they must differ")

@@ -1,7 +1,8 @@
 # Defaults for serving an agent; config `server.gunicorn` overrides any of them.
 # ONE worker: the worker owns this host's libtorrent session (its listen port and its
 # seeds). gevent gives it concurrency; more workers would split the host into several peers.
-worker_class = "gevent"
+# gevent, closing TLS handshakes on these plain-HTTP ports at once (agent/worker.py).
+worker_class = "agent.worker.AgentWorker"
 workers = 1
 worker_connections = 2000
 timeout = 60

@@ -58,15 +58,18 @@ def parse_args(component: str, argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(component: str, config_cls, build_app: Callable, conf_file: Path, argv=None) -> None:
-    """`python -m <component> --config f.yaml`: load config, set up logging, serve."""
+def main(component: str, config_cls, build_app: Callable, conf_file: Path, argv=None,
+         binds: Callable[[object], Sequence[str]] | None = None) -> None:
+    """`python -m <component> --config f.yaml`: load config, set up logging, serve on
+    `binds(cfg)` (default: the `server` section's address)."""
     from common import config as configlib
     from common import log as logsetup
 
     args = parse_args(component, argv)
     cfg = configlib.load(config_cls, args.config)
     logsetup.setup(component, cfg.log.level)
-    run(lambda: build_app(cfg), conf_file, [cfg.server.addr], **cfg.server.gunicorn)
+    addrs = binds(cfg) if binds is not None else [cfg.server.addr]
+    run(lambda: build_app(cfg), conf_file, addrs, **cfg.server.gunicorn)
 
 
 def app_from_env(component: str, config_cls, build_app: Callable):

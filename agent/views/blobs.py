@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
 
+from agent.downloader import Downloader
+from common.digest import Digest
 from common.httputil import HTTPError, parse_digest
 
 bp = Blueprint("blobs", __name__)
 
 
-@bp.route("/namespace/<path:namespace>/blobs/<digest>", methods=["GET", "HEAD"])
-def get_blob(namespace: str, digest: str):
+def _range_error(message: str) -> Exception:
+    return HTTPError(416, message)
+
+
+def send_blob(downloader: Downloader, namespace: str, d: Digest,
+              range_error: Callable[[str], Exception] = _range_error) -> Response:
     """A cached blob is sent from disk. Otherwise the blob is downloaded over P2P and
-    streamed as its verified pieces arrive (Range honoured either way). 404 when no origin
-    has it; 5xx when the swarm cannot deliver it, before or during the body."""
-    d = parse_digest(digest)
-    downloader = current_app.extensions["downloader"]
+    streamed as its verified pieces arrive (Range honoured either way). NotFound when no
+    origin has it; Unavailable when the swarm cannot deliver it, before or during the body.
+    Shared by the server port and the registry port, which raise their own range error."""
     got = downloader.get(namespace, d)
     if isinstance(got, Path):
         resp = send_file(got, mimetype="application/octet-stream", conditional=True, etag=d.hex)
@@ -30,7 +36,7 @@ def get_blob(namespace: str, digest: str):
     if request.range is not None:
         span = request.range.range_for_length(total)
         if span is None:
-            raise HTTPError(416, f"range not satisfiable for {total} bytes")
+            raise range_error(f"range not satisfiable for {total} bytes")
         start, end, status = span[0], span[1], 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
     headers["Content-Length"] = str(end - start)
@@ -39,6 +45,13 @@ def get_blob(namespace: str, digest: str):
     body = stream_with_context(downloader.stream(got, start, end))
     return Response(body, status=status, headers=headers, mimetype="application/octet-stream",
                     direct_passthrough=True)
+
+
+@bp.route("/namespace/<path:namespace>/blobs/<digest>", methods=["GET", "HEAD"])
+def get_blob(namespace: str, digest: str):
+    """Blocks until the blob is on local disk or streaming, then sends it: 200 (206 for a
+    range), 400 bad digest, 404 unknown everywhere, 5xx otherwise."""
+    return send_blob(current_app.extensions["downloader"], namespace, parse_digest(digest))
 
 
 @bp.get("/blobs/<digest>/status")
