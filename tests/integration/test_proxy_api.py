@@ -253,7 +253,8 @@ def test_manifests_of_every_media_type(proxy):
             r = requests.get(url(proxy, f"/v2/{name}/manifests/{ref}"), headers={"Accept": ", ".join(tags)}, timeout=10)
             assert r.status_code == 200 and r.content == body
             assert r.headers["Content-Type"] == mt and r.headers["Docker-Content-Digest"] == sha(body)
-            r = requests.head(url(proxy, f"/v2/{name}/manifests/{ref}"), timeout=10)
+            r = requests.head(url(proxy, f"/v2/{name}/manifests/{ref}"), headers={"Accept": ", ".join(tags)},
+                              timeout=10)
             assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(body)
             assert r.headers["Content-Type"] == mt
     r = requests.get(url(proxy, f"/v2/{name}/manifests/nope"), timeout=5)

@@ -17,6 +17,7 @@ from proxy.app import create_app
 from proxy.config import ProxyConfig, RegistryConfig, UploadsConfig
 
 ZERO = "sha256:" + "0" * 64
+ALL_TYPES = {"Accept": ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))}
 
 
 class FakeResponse:
@@ -323,7 +324,7 @@ def test_image_manifest_by_tag_and_digest(env, media_type):
         r = client.get(f"/v2/lib/app/manifests/{ref}", headers={"Accept": media_type})
         assert r.status_code == 200 and r.data == body
         assert r.headers["Content-Type"] == media_type and r.headers["Docker-Content-Digest"] == d
-        r = client.head(f"/v2/lib/app/manifests/{ref}")
+        r = client.head(f"/v2/lib/app/manifests/{ref}", headers=ALL_TYPES)
         assert r.status_code == 200 and r.headers["Content-Length"] == str(len(body)) and r.data == b""
 
 
@@ -342,7 +343,7 @@ def test_index_requires_its_manifests(env, media_type):
                       headers={"Content-Type": OCI_MANIFEST}).status_code == 201
     r = client.put("/v2/multi/manifests/latest", data=body, headers={"Content-Type": media_type})
     assert r.status_code == 201
-    r = client.get("/v2/multi/manifests/latest")
+    r = client.get("/v2/multi/manifests/latest", headers=ALL_TYPES)
     assert r.data == body and r.headers["Content-Type"] == media_type
 
 
@@ -382,13 +383,44 @@ def test_unknown_manifests(env):
     assert codes(client.get(f"/v2/r/manifests/{layer}")) == ["MANIFEST_UNKNOWN"]
 
 
-def test_accept_header_without_the_type(env):
+def test_oci_types_only_for_clients_that_accept_them(env):
     client, *_ = env
     body = image_manifest(client, "r")
     client.put("/v2/r/manifests/t", data=body, headers={"Content-Type": OCI_MANIFEST})
-    r = client.get("/v2/r/manifests/t", headers={"Accept": DOCKER_MANIFEST})
-    assert codes(r) == ["MANIFEST_UNKNOWN"]
+    for accept in ({"Accept": DOCKER_MANIFEST}, {"Accept": "*/*"}, {}):
+        r = client.get("/v2/r/manifests/t", headers=accept)
+        assert r.status_code == 404 and codes(r) == ["MANIFEST_UNKNOWN"]
     assert client.get("/v2/r/manifests/t", headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"}).status_code == 200
+    docker = image_manifest(client, "r", DOCKER_MANIFEST, layers=(b"other",))
+    client.put("/v2/r/manifests/d", data=docker, headers={"Content-Type": DOCKER_MANIFEST})
+    assert client.get("/v2/r/manifests/d").data == docker  # Docker manifests: to anyone
+
+
+def test_docker_list_by_tag_for_old_clients_is_the_amd64_manifest(env):
+    client, *_ = env
+    arm = image_manifest(client, "r", DOCKER_MANIFEST, layers=(b"arm",))
+    amd = image_manifest(client, "r", DOCKER_MANIFEST, layers=(b"amd",))
+    for m in (arm, amd):
+        client.put(f"/v2/r/manifests/{sha(m)}", data=m, headers={"Content-Type": DOCKER_MANIFEST})
+    doc = {"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
+        {"mediaType": DOCKER_MANIFEST, "digest": sha(m), "size": len(m), "platform": {"architecture": arch, "os": "linux"}}
+        for m, arch in ((arm, "arm64"), (amd, "amd64"))]}
+    body = json.dumps(doc).encode()
+    assert client.put("/v2/r/manifests/multi", data=body, headers={"Content-Type": DOCKER_LIST}).status_code == 201
+    r = client.get("/v2/r/manifests/multi", headers={"Accept": DOCKER_MANIFEST})
+    assert r.data == amd and r.headers["Docker-Content-Digest"] == sha(amd)
+    assert r.headers["Content-Type"] == DOCKER_MANIFEST
+    assert codes(client.get("/v2/r/manifests/multi")) == ["MANIFEST_INVALID"]
+    assert client.get(f"/v2/r/manifests/{sha(body)}").data == body  # by digest: as pushed
+    assert client.get("/v2/r/manifests/multi", headers=ALL_TYPES).data == body
+
+
+def test_if_none_match(env):
+    client, *_ = env
+    body = image_manifest(client, "r", DOCKER_MANIFEST)
+    client.put("/v2/r/manifests/t", data=body, headers={"Content-Type": DOCKER_MANIFEST})
+    r = client.get("/v2/r/manifests/t", headers={"If-None-Match": f'"{sha(body)}"'})
+    assert r.status_code == 304 and r.data == b""
 
 
 # Tags and catalog.
