@@ -13,9 +13,9 @@ from common.metrics import Metrics
 
 def create_app(config: BuildIndexConfig, *, tag_store: TagStore, tag_types: TagTypes,
                replicator: Replicator, backend=None, metrics: Metrics | None = None) -> Flask:
-    """`backend` is the seam for write-through to a storage backend (a later issue):
-    anything with put_tag(name, digest) and get_tag(name) -> Digest raising NotFound,
-    where name is `repo:tag`. None keeps tags in Redis only."""
+    """`backend` is the storage backend for tags (buildindex.backing.TagBacking, or a test
+    double): put_tag(name, digest), get_tag(name) -> Digest raising NotFound, optionally
+    list_repo(repo) and start(); name is `repo:tag`. None keeps tags in Redis only."""
     app = Flask("buildindex")
     app.config["KRAKEN"] = config
     # `library//busybox` is an invalid name to refuse, not a path to tidy into another name.
@@ -37,6 +37,13 @@ def create_app(config: BuildIndexConfig, *, tag_store: TagStore, tag_types: TagT
     app.register_blueprint(health_blueprint({"redis": tag_store.ping}, metrics))
     app.register_blueprint(tags.bp)
     app.register_blueprint(listing.bp)
-    # Lets the gunicorn worker's exit hook (common.server) drain the replication queue.
-    app.kraken_shutdown = replicator.stop
+    writer = backend.start() if hasattr(backend, "start") else None
+
+    def shutdown():
+        if writer is not None:
+            writer.kill(block=False)
+        # Lets the gunicorn worker's exit hook (common.server) drain the replication queue.
+        replicator.stop()
+
+    app.kraken_shutdown = shutdown
     return app

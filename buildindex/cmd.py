@@ -47,8 +47,13 @@ def build_app(cfg: BuildIndexConfig):
         max_delay=cfg.replication.max_delay, workers=cfg.replication.workers,
         on_result=lambda result: results.labels(result).inc(),
     )
+    backing = None
+    if cfg.backends:
+        from buildindex.backing import TagBacking
+
+        backing = TagBacking.open(cfg.backends, cfg.writeback, cfg.state_dir)
     return create_app(cfg, tag_store=RedisTagStore(cfg.redis.client()), tag_types=tag_types,
-                      replicator=replicator, backend=None, metrics=metrics)
+                      replicator=replicator, backend=backing, metrics=metrics)
 
 
 def app_from_env():

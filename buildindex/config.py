@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from common.sections import LogConfig, RedisConfig, RingConfig, ServerConfig
+from common.sections import LogConfig, RedisConfig, RingConfig, ServerConfig, WriteBackConfig
 
 TAG_TYPES = ("docker", "default")
 
@@ -76,6 +76,12 @@ class BuildIndexConfig:
     remotes: dict[str, list[str]] = field(default_factory=dict)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     listing: ListingConfig = field(default_factory=ListingConfig)
+    # Storage backends by namespace (the repository), as the origin's `backends`: tags are
+    # written back to them and read from them when Redis does not know a tag.
+    backends: tuple[dict, ...] = ()
+    writeback: WriteBackConfig = field(default_factory=WriteBackConfig)
+    # Local state (the write-back queue) when backends are configured.
+    state_dir: str = "/var/lib/kraken/buildindex"
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self):

@@ -50,3 +50,14 @@ class RedisConfig:
             host=host, port=int(port), db=self.db, password=self.password or None,
             socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
         )
+
+
+@dataclass(frozen=True)
+class WriteBackConfig:
+    """The persisted queue that copies what a component stores to its storage backend."""
+
+    # SQLite file; empty means `writeback.sqlite` beside the component's local store.
+    path: str = ""
+    # Retry delay after the first failure, doubled per attempt up to max_delay (seconds).
+    base_delay: float = 1.0
+    max_delay: float = 300.0

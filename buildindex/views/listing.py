@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 
 from flask import Blueprint, current_app, jsonify, request
 
+from common.errors import KrakenError
 from buildindex.views.params import check_prefix, check_repo, check_tag, paging
 
 bp = Blueprint("listing", __name__)
@@ -40,8 +41,31 @@ def list_repository(repo: str):
     limit, offset, last = _page_args()
     if last is not None:
         check_tag(last)
-    page = current_app.extensions["tag_store"].list_tags(repo, offset=offset, limit=limit, last=last)
+    store = current_app.extensions["tag_store"]
+    page = store.list_tags(repo, offset=offset, limit=limit, last=last)
+    if _recover(repo):
+        page = store.list_tags(repo, offset=offset, limit=limit, last=last)
     return _respond(f"/repositories/{quote(repo, safe='/')}/tags", page, limit, offset, last)
+
+
+def _recover(repo: str) -> bool:
+    """Redis may have lost tags (flushed, or a new Redis): copies the repository's tags the
+    storage backend has and Redis does not back into Redis. True if any came back. The
+    backend's listing is cached briefly by the backing, so this is cheap per request."""
+    backend = current_app.extensions["tag_backend"]
+    if backend is None or not hasattr(backend, "list_repo"):
+        return False
+    store = current_app.extensions["tag_store"]
+    recovered = 0
+    for tag in backend.list_repo(repo):
+        if store.get(repo, tag) is not None:
+            continue
+        try:
+            store.put(repo, tag, backend.get_tag(f"{repo}:{tag}"))
+            recovered += 1
+        except KrakenError:
+            continue
+    return recovered > 0
 
 
 @bp.get("/list/", defaults={"prefix": ""})
