@@ -15,7 +15,7 @@ from torrents.session import TorrentSession
 
 
 def create_app(
-    config: OriginConfig, *, store: CAStore, session: TorrentSession, ring: HashRing, trackers=None
+    config: OriginConfig, *, store: CAStore, session: TorrentSession, ring: HashRing, trackers=None, backing=None
 ) -> Flask:
     """`trackers` (a tracker.client.TrackerClient) has its metainfo caches warmed at commit."""
     app = Flask("origin")
@@ -26,6 +26,7 @@ def create_app(
         store, session, ring, config.self_addr, config.replication,
         metrics=metrics.counter("kraken_origin_replications_total", "Replica pushes by result.", ["result"]),
         trackers=trackers,
+        backing=backing,
     )
     upload_manager = UploadManager(store.uploads_dir, config.store.upload_ttl)
     metrics.torrent_gauges(session)

@@ -35,6 +35,7 @@ class BlobManager:
         replication: ReplicationConfig,
         metrics=None,
         trackers=None,
+        backing=None,
     ):
         self.store = store
         self.session = session
@@ -46,9 +47,15 @@ class BlobManager:
         self._metrics = metrics
         self._trackers = trackers  # a TrackerClient, to warm metainfo caches at commit
         self._greenlets: list[gevent.Greenlet] = []
+        # The storage backend (origin.backing.Backing): write-back and refresh.
+        self.backing = backing
+        if backing is not None:
+            backing.on_refreshed = lambda ns, d: self._after_store(ns, d, replicate=True)
 
     def start(self) -> None:
         self._greenlets = [gevent.spawn(self.seeder.seed_all), gevent.spawn(self._replicate_loop)]
+        if self.backing is not None:
+            self._greenlets += self.backing.start()
 
     def stop(self) -> None:
         gevent.killall(self._greenlets, block=False)
@@ -56,9 +63,22 @@ class BlobManager:
     def has(self, digest: Digest) -> bool:
         return self.store.exists(digest)
 
-    def metainfo(self, digest: Digest) -> mi.Metainfo:
+    def ensure(self, namespace: str, digest: Digest, wait: float = 0.0) -> None:
+        """Makes sure the blob is on local disk, fetching it from the namespace's storage
+        backend if need be. Raises NotFound, Unavailable, or Pending (still fetching after
+        `wait` seconds)."""
+        if self.store.exists(digest):
+            return
+        if self.backing is None:
+            raise NotFound(f"blob {digest} not found")
+        self.backing.refresh(namespace, digest, wait)
+
+    def metainfo(self, digest: Digest, namespace: str | None = None, wait: float = 0.0) -> mi.Metainfo:
         """The blob's metainfo; also makes sure the blob is being seeded, since whoever asks
-        for metainfo is about to join the swarm."""
+        for metainfo is about to join the swarm. With a namespace, a blob held only by the
+        storage backend is fetched first (Pending meanwhile)."""
+        if namespace is not None:
+            self.ensure(namespace, digest, wait)
         return self.seeder.metainfo(digest)
 
     def commit(self, namespace: str, digest: Digest, src: Path) -> None:
@@ -82,6 +102,11 @@ class BlobManager:
         self._after_store(namespace, digest, replicate=False)
 
     def _after_store(self, namespace: str, digest: Digest, *, replicate: bool) -> None:
+        # Every replica queues the write-back (it is skipped when the backend has the blob
+        # already), so the blob reaches the backend even if the origin that took the upload
+        # dies before its turn came.
+        if self.backing is not None:
+            self.backing.written(namespace, digest)
         if digest != EMPTY:
             meta = self.metainfo(digest)
             if replicate and self._trackers is not None:

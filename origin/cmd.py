@@ -24,7 +24,11 @@ def build_app(cfg: OriginConfig):
     from tracker.client import TrackerClient
 
     trackers = TrackerClient(list(cfg.trackers)) if cfg.trackers else None
-    return create_app(cfg, store=CAStore(cfg.store.root), session=session, ring=ring, trackers=trackers)
+    from origin.backing import Backing
+
+    store = CAStore(cfg.store.root)
+    backing = Backing.open(store, cfg.backends, cfg.writeback, cfg.refresh.timeout) if cfg.backends else None
+    return create_app(cfg, store=store, session=session, ring=ring, trackers=trackers, backing=backing)
 
 
 def app_from_env():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.sections import LogConfig, RingConfig, ServerConfig
+from common.sections import LogConfig, RingConfig, ServerConfig, WriteBackConfig
 from torrents.config import TorrentConfig
 
 
@@ -17,6 +17,15 @@ class StoreConfig:
 class ReplicationConfig:
     attempts: int = 5
     backoff: float = 1.0  # seconds, doubled per attempt
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    # A blob held only by the storage backend is fetched on demand. A request waits this
+    # long (s) before it is answered 202 (or until the fetch ends, with ?wait=true, up to
+    # `timeout`).
+    grace: float = 1.0
+    timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,12 @@ class OriginConfig:
     # Trackers (host:port) the origin announces its seeds to.
     trackers: tuple[str, ...] = ()
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    # Storage backends by namespace: [{namespace: regex, backend: fs|s3|http|registry,
+    # <backend>: {options}, bandwidth: {egress_bytes_per_sec, ingress_bytes_per_sec}}];
+    # first match wins; none means local disk only.
+    backends: tuple[dict, ...] = ()
+    writeback: WriteBackConfig = field(default_factory=WriteBackConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from common.errors import NotFound
 from common.httputil import HTTPError, parse_digest
 
 bp = Blueprint("blobs", __name__)
@@ -12,12 +11,23 @@ bp = Blueprint("blobs", __name__)
 _CHUNK = 1 << 20
 
 
+def _wait() -> float:
+    """How long a request waits for a refresh before it is answered 202: `?wait=true`
+    blocks for the whole refresh; otherwise a short grace, so small blobs and fast
+    failures are answered at once."""
+    if request.args.get("wait", "").lower() in ("1", "true", "yes"):
+        return current_app.config["KRAKEN"].refresh.timeout
+    return current_app.config["KRAKEN"].refresh.grace
+
+
 @bp.route("/namespace/<path:namespace>/blobs/<digest>", methods=["GET", "HEAD"])
 def get_blob(namespace: str, digest: str):
     d = parse_digest(digest)
-    store = current_app.extensions["blobs"].store
-    if not store.exists(d):
-        raise NotFound(f"blob {d} not found")
+    blobs = current_app.extensions["blobs"]
+    store = blobs.store
+    # Held only by the storage backend: fetched once however many ask; 202 meanwhile unless
+    # the client asked to wait.
+    blobs.ensure(namespace, d, _wait())
     resp = send_file(store.path(d), mimetype="application/octet-stream", conditional=True, etag=d.hex)
     resp.headers["Docker-Content-Digest"] = str(d)
     return resp
@@ -26,7 +36,7 @@ def get_blob(namespace: str, digest: str):
 @bp.get("/namespace/<path:namespace>/blobs/<digest>/metainfo")
 def metainfo(namespace: str, digest: str):
     d = parse_digest(digest)
-    meta = current_app.extensions["blobs"].metainfo(d)
+    meta = current_app.extensions["blobs"].metainfo(d, namespace, _wait())
     return Response(meta.torrent(), mimetype="application/x-bittorrent")
 
 
@@ -39,9 +49,9 @@ def locations(digest: str):
 
 @bp.post("/namespace/<path:namespace>/blobs/<digest>/prefetch")
 def prefetch(namespace: str, digest: str):
-    # With local disk as the only storage, a blob is either here (and seeding) or nowhere.
+    # Starts a refresh from the backend when the blob is not here; 202 until it is.
     d = parse_digest(digest)
-    current_app.extensions["blobs"].metainfo(d)
+    current_app.extensions["blobs"].metainfo(d, namespace, _wait())
     return Response(status=200)
 
 

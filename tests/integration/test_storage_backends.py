@@ -1,0 +1,141 @@
+"""Kraken's storage-backend scenarios against a real cluster whose origins write back to,
+and refresh from, an HTTP file-server backend (testfs, a real process we can kill)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+
+import pytest
+import requests
+
+from common.backends import create, keys
+from common.devcluster import Cluster
+from common.digest import Digest
+from tests import servers
+from tests.integration.helpers import agent_url, upload, wait_for
+
+NS = "backed/app"
+
+
+class Backend:
+    """The testfs process, on a fixed port so it can be stopped and started again."""
+
+    def __init__(self, root):
+        self.root, self.port = root, servers.free_port()
+        self.ctx = None
+
+    def start(self):
+        self.ctx = servers.testfs(self.root, self.port)
+        self.ctx.__enter__()
+
+    def stop(self):
+        if self.ctx is not None:
+            self.ctx.__exit__(None, None, None)
+            self.ctx = None
+
+    @property
+    def client(self):
+        return create("http", {"url": f"http://127.0.0.1:{self.port}", "timeout": 5})
+
+    def has(self, digest: Digest) -> bool:
+        return (self.root / keys.blob(digest)).exists()
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    b = Backend(tmp_path_factory.mktemp("backend") / "root")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def backed(tmp_path_factory, backend):
+    rules = [{"namespace": "backed/.*", "backend": "http",
+              "http": {"url": f"http://127.0.0.1:{backend.port}", "timeout": 5}}]
+    c = Cluster(tmp_path_factory.mktemp("backed"), agents=2, origins=3, replicas=2,
+                origin_config={"backends": rules, "writeback": {"base_delay": 0.2, "max_delay": 1.0}})
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def backend_up(backend):
+    if backend.ctx is None:
+        backend.start()
+    yield backend
+    if backend.ctx is None:
+        backend.start()
+
+
+def fetch(cluster, i, digest, timeout=60):
+    return requests.get(agent_url(cluster, i, digest, NS), timeout=timeout)
+
+
+def wipe_origins(cluster):
+    """Every origin loses its disk: stopped, its store removed, started again."""
+    for i in range(cluster.n_origins):
+        cluster.procs[f"origin-{i}"].stop()
+        shutil.rmtree(cluster.workdir / f"origin-{i}", ignore_errors=True)
+    for i in range(cluster.n_origins):
+        cluster.restart(f"origin-{i}")
+
+
+def test_uploaded_blob_is_written_back(backed, backend_up, tmp_path):
+    data = os.urandom(3 << 20)
+    digest = upload(backed, data, tmp_path, NS)
+    wait_for(lambda: backend_up.has(digest), 20, "write-back to the backend")
+    assert (backend_up.root / keys.blob(digest)).read_bytes() == data
+
+
+def test_agent_downloads_blob_put_straight_into_the_backend(backed, backend_up):
+    data = os.urandom(5 << 20)
+    digest = Digest.of_bytes(data)
+    backend_up.client.put_bytes(NS, keys.blob(digest), data)
+    resp = fetch(backed, 0, digest)
+    assert resp.status_code == 200, resp.text
+    assert resp.content == data
+
+
+def test_agent_download_survives_origin_data_loss(backed, backend_up, tmp_path):
+    data = os.urandom(2 << 20)
+    digest = upload(backed, data, tmp_path, NS)
+    wait_for(lambda: backend_up.has(digest), 20, "write-back to the backend")
+    wipe_origins(backed)
+    resp = fetch(backed, 1, digest)
+    assert resp.status_code == 200, resp.text
+    assert resp.content == data
+
+
+def test_blob_in_no_backend_is_404(backed, backend_up):
+    resp = fetch(backed, 0, Digest.of_bytes(b"stored nowhere"), timeout=30)
+    assert resp.status_code == 404, resp.text
+
+
+def test_backend_down_and_blob_nowhere_else_fails_promptly(backed, backend_up):
+    digest = Digest.of_bytes(os.urandom(64))
+    backend_up.stop()
+    started = time.monotonic()
+    resp = fetch(backed, 0, digest, timeout=60)
+    elapsed = time.monotonic() - started
+    assert resp.status_code >= 500, resp.text
+    # Promptness bound, not a performance target: a hang would run into the 60 s timeout.
+    assert elapsed < 20, f"took {elapsed:.1f}s"
+
+
+def test_backend_down_upload_and_distribution_work_then_write_back_catches_up(backed, backend_up, tmp_path):
+    backend_up.stop()
+    data = os.urandom(4 << 20)
+    digest = upload(backed, data, tmp_path, NS)
+    for i in range(2):
+        resp = fetch(backed, i, digest)
+        assert resp.status_code == 200 and resp.content == data
+    time.sleep(1.5)
+    assert not backend_up.has(digest)
+    backend_up.start()
+    wait_for(lambda: backend_up.has(digest), 30, "write-back after the backend returned")
+    assert (backend_up.root / keys.blob(digest)).read_bytes() == data
