@@ -68,8 +68,20 @@ def test_one_image_reaches_four_agents_at_once_over_p2p(cluster, dockerd, skopeo
     digest = push_digest(dockerd.run("push", pushed).stdout)
     dockerd.wipe()
 
+    manifest = requests.get(f"http://{t.push}/v2/{repo}/manifests/1", headers={"Accept": DOCKER_MANIFEST},
+                            timeout=10).json()
+    sizes = {b["digest"]: b["size"] for b in [manifest["config"], *manifest["layers"]]}
     agents = t.agent_servers()[:4]
     origins = list(cluster.origins)
+
+    def state(a: str, d: str) -> str:
+        return requests.get(f"http://{a}/blobs/{d}/status", timeout=5).json()["state"]
+
+    # The busybox base layer is the same in every test image and may be cached already;
+    # the random layers are new to every agent.
+    absent = {a: [d for d in sizes if state(a, d) == "absent"] for a in agents}
+    for a in agents:
+        assert {b["digest"] for b in manifest["layers"][1:]} <= set(absent[a]), (a, absent[a])
     recv0 = [metric(a, "kraken_torrent_recv_payload_bytes") for a in agents]
     sent0 = {a: metric(a, "kraken_torrent_sent_payload_bytes") for a in agents + origins}
 
@@ -80,22 +92,26 @@ def test_one_image_reaches_four_agents_at_once_over_p2p(cluster, dockerd, skopeo
 
     with ThreadPoolExecutor(4) as pool:
         dests = list(pool.map(copy, range(4)))
-    blobs = _blob_digests(dests[0])
     for dest in dests:
-        assert _blob_digests(dest) == blobs
-    sizes = {d: (dests[0] / d.split(":")[1]).stat().st_size for d in blobs}
-    total = sum(sizes.values())
+        assert _blob_digests(dest) == list(sizes)
+        for d, size in sizes.items():
+            assert (dest / d.split(":")[1]).stat().st_size == size
 
     # Every blob is in every agent's cache: it went through the agent, not around it.
     for a in agents:
-        for d in blobs:
-            wait_for(lambda: requests.get(f"http://{a}/blobs/{d}/status", timeout=5).json()["state"] == "cached",
-                     15, f"{d} cached on agent {a}")
-    # And arrived as BitTorrent payload: each agent received at least every byte of it
-    # from peers (counters refresh every half second).
+        for d in sizes:
+            wait_for(lambda: state(a, d) == "cached", 15, f"{d} cached on agent {a}")
+    # And what each agent lacked arrived as BitTorrent payload: it received at least those
+    # bytes from peers (counters refresh every half second).
     for a, before in zip(agents, recv0):
-        wait_for(lambda: metric(a, "kraken_torrent_recv_payload_bytes") - before >= total, 10,
-                 f"agent {a} to count {total} bytes received over BitTorrent")
+        need = sum(sizes[d] for d in absent[a])
+        try:
+            wait_for(lambda: metric(a, "kraken_torrent_recv_payload_bytes") - before >= need, 10,
+                     f"agent {a} to count {need} bytes received over BitTorrent")
+        except AssertionError as exc:
+            got = metric(a, "kraken_torrent_recv_payload_bytes") - before
+            raise AssertionError(f"{exc}; it counted {got:.0f}") from None
+    total = sum(sizes[d] for d in absent[agents[0]])
     sent = {a: metric(a, "kraken_torrent_sent_payload_bytes") - sent0[a] for a in agents + origins}
     origin_sent = sum(sent[o] for o in origins)
     print(f"4 agents x {total} bytes: origins sent {origin_sent / total:.2f} copies, "

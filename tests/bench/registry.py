@@ -1,0 +1,125 @@
+"""Registry benchmark: real `docker push` and cold `docker pull` of a ~200 MiB image, kraken
+against the reference registry (CNCF distribution, Debian's docker-registry), in one run.
+
+    .venv/bin/python -m tests.bench.registry [--size 200] [--layers 4] [--rounds 1]
+
+One host, no rate cap. It starts its own cluster (redis, tracker, origins, build-index, proxy,
+one agent), a docker-registry and a private dockerd. Each round builds a fresh image FROM a
+busybox base with --layers layers of random bytes (random, so docker's gzip cannot shrink
+them), then times:
+  push:  `docker push` to docker-registry, and to the proxy;
+  pull:  `docker pull` from docker-registry, and through the agent's registry port, each
+         after removing every image from dockerd, so every layer is fetched (and the agent
+         has never seen these blobs: it fetches them over BitTorrent from the origins).
+Prints each time and kraken/reference ratios (targets: push <= 1.5x, cold pull <= 1.3x);
+writes OUT/registry-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from common.devcluster import Cluster
+from tests.integration.docker_env import Dockerd, ReferenceRegistry, build_image, pull_digest, push_digest
+
+MiB = 1 << 20
+TARGETS = {"push": 1.5, "pull": 1.3}
+
+
+def one_round(dockerd: Dockerd, ref: str, proxy: str, agent: str, workdir: Path, size_mib: float, layers: int,
+              flip: bool) -> dict:
+    sizes = [int(size_mib * MiB / layers)] * layers
+    t0 = time.perf_counter()
+    img = build_image(dockerd, workdir, f"bench/img-{uuid.uuid4().hex[:8]}:1", layer_sizes=sizes)
+    build_s = time.perf_counter() - t0
+    repo = f"bench/image-{uuid.uuid4().hex[:8]}"
+    sides = [("reference", ref, ref), ("kraken", proxy, agent)]
+    if flip:
+        sides.reverse()
+    out: dict = {"build_s": build_s, "layer_bytes": sizes}
+    digests = {}
+    for name, push_addr, _ in sides:
+        dockerd.run("tag", img.ref, f"{push_addr}/{repo}:1")
+        res = dockerd.run("push", f"{push_addr}/{repo}:1", timeout=1800)
+        out[f"{name}_push_s"] = res.seconds
+        digests[name] = push_digest(res.stdout)
+        print(f"  push {name:9s} {res.seconds:7.2f} s", flush=True)
+    for name, _, pull_addr in sides:
+        dockerd.wipe()
+        ref_name = f"{pull_addr}/{repo}:1"
+        res = dockerd.run("pull", ref_name, timeout=1800)
+        out[f"{name}_pull_s"] = res.seconds
+        assert pull_digest(res.stdout) == digests[name], res.stdout
+        # The pulled image is whole: it runs and prints its message.
+        run = dockerd.run("run", "--rm", "--network", "none", ref_name)
+        assert run.stdout == img.message + "\n", run.stdout
+        print(f"  pull {name:9s} {res.seconds:7.2f} s (cold)", flush=True)
+    dockerd.wipe()
+    out["push_ratio"] = out["kraken_push_s"] / out["reference_push_s"]
+    out["pull_ratio"] = out["kraken_pull_s"] / out["reference_pull_s"]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.bench.registry", description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=float, default=200, help="image payload in MiB, split evenly over --layers")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=1, help="each round builds a fresh image (cold everywhere)")
+    p.add_argument("--origins", type=int, default=3)
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = p.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="kraken-registry-bench-"))
+    cluster = Cluster(root / "cluster", agents=1, origins=args.origins, replicas=args.replicas)
+    reference = ReferenceRegistry(root / "reference")
+    dockerd = Dockerd()
+    rounds = []
+    try:
+        cluster.start()
+        reference.start()
+        dockerd.start()
+        proxy, agent = cluster.proxy, cluster.agents[0]["registry"]
+        print(f"image {args.size:g} MiB in {args.layers} random layers; reference {reference.addr}, "
+              f"proxy {proxy}, agent {agent}, {args.origins} origins x{args.replicas}", flush=True)
+        for i in range(args.rounds):
+            print(f"round {i + 1}/{args.rounds}", flush=True)
+            rounds.append(one_round(dockerd, reference.addr, proxy, agent, root, args.size, args.layers,
+                                    flip=bool(i % 2)))
+    finally:
+        dockerd.stop()
+        reference.stop()
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    summary = {}
+    for op in ("push", "pull"):
+        ref_s = statistics.median(r[f"reference_{op}_s"] for r in rounds)
+        kr_s = statistics.median(r[f"kraken_{op}_s"] for r in rounds)
+        ratio = kr_s / ref_s
+        summary[op] = {"reference_s": ref_s, "kraken_s": kr_s, "ratio": ratio, "target": TARGETS[op],
+                       "met": ratio <= TARGETS[op]}
+        what = "docker push" if op == "push" else "cold docker pull"
+        print(f"{what:16s}: docker-registry {ref_s:6.2f} s, kraken {kr_s:6.2f} s "
+              f"({'proxy' if op == 'push' else 'through the agent'}), ratio {ratio:.2f}x "
+              f"(target <= {TARGETS[op]}x: {'met' if ratio <= TARGETS[op] else 'NOT met'})", flush=True)
+    results = {"size_mib": args.size, "layers": args.layers, "origins": args.origins, "replicas": args.replicas,
+               "host": platform.node(), "rounds": rounds, "summary": summary}
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"registry-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
