@@ -21,11 +21,9 @@ def build_app(cfg: BuildIndexConfig):
 
     origins = None
     if cfg.origins.members:
-        from common.ring import HashRing, HealthTracker
         from origin.client import ClusterClient
 
-        ring = HashRing(cfg.origins.members, cfg.origins.replicas,
-                        HealthTracker(cfg.origins.fail_threshold, cfg.origins.cooldown))
+        ring = cfg.origins.build()
         origins = ClusterClient(ring)
     elif cfg.needs_origins:
         raise ConfigError("docker tag types need the origin ring: set origins.members "

@@ -132,7 +132,7 @@ def install_registry_errors(app: Flask, prefix: str = "/v2") -> None:
 # (".", "_", "__" or dashes), joined by "/"; at most 255 characters (distribution/reference).
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 MAX_NAME = 255
 
 

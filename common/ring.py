@@ -69,3 +69,40 @@ class HashRing:
         healthy = [m for m in ranked if self.health.healthy(m)]
         rest = [m for m in ranked if m not in healthy]
         return (healthy + rest)[: self.replicas]
+
+
+class ActiveHealthCheck:
+    """Active health: every `interval` seconds each member's `/health` is asked, and the
+    answer is fed to the same HealthTracker the passive checks use. So a member that died
+    leaves the ring's answers within about `interval * fail_threshold` seconds even when
+    no request happened to touch it, and comes back after its first good answer."""
+
+    def __init__(self, members: Iterable[str], health: HealthTracker, interval: float = 5.0, timeout: float = 2.0,
+                 path: str = "/health", skip: str = ""):
+        self.members = [m for m in dict.fromkeys(members) if m != skip]
+        self.health = health
+        self.interval = interval
+        self.timeout = timeout
+        self.path = path
+
+    def check_once(self, session=None) -> dict[str, bool]:
+        import requests
+
+        http = session or requests
+        results = {}
+        for member in self.members:
+            try:
+                ok = http.get(f"http://{member}{self.path}", timeout=(min(1.0, self.timeout), self.timeout)).status_code == 200
+            except requests.RequestException:
+                ok = False
+            (self.health.succeeded if ok else self.health.failed)(member)
+            results[member] = ok
+        return results
+
+    def run(self, sleep=time.sleep) -> None:
+        import requests
+
+        session = requests.Session()
+        while True:
+            self.check_once(session)
+            sleep(self.interval)

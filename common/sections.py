@@ -34,6 +34,22 @@ class RingConfig:
     # Passive health: this many failures in a row take a member out for `cooldown` s.
     fail_threshold: int = 3
     cooldown: float = 30.0
+    # Active health: each member's /health is asked this often (s); 0 turns it off.
+    check_interval: float = 5.0
+
+    def build(self, default_members: tuple[str, ...] = (), *, check: bool = True, skip: str = ""):
+        """The HashRing, and when `check`, a greenlet running active health checks on it
+        (call after the fork, from a component's build_app)."""
+        from common.ring import ActiveHealthCheck, HashRing, HealthTracker
+
+        ring = HashRing(self.members or default_members, self.replicas,
+                        HealthTracker(self.fail_threshold, self.cooldown))
+        if check and self.check_interval > 0:
+            import gevent
+
+            checker = ActiveHealthCheck(ring.members, ring.health, self.check_interval, skip=skip)
+            ring.checker = gevent.spawn(checker.run, gevent.sleep)
+        return ring
 
 
 @dataclass(frozen=True)

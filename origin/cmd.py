@@ -11,13 +11,13 @@ HERE = Path(__file__).parent
 
 
 def build_app(cfg: OriginConfig):
-    from common.ring import HashRing, HealthTracker
     from common.store import CAStore
     from origin.app import create_app
     from torrents.session import TorrentSession
 
-    members = cfg.ring.members or (cfg.self_addr,)
-    ring = HashRing(members, cfg.ring.replicas, HealthTracker(cfg.ring.fail_threshold, cfg.ring.cooldown))
+    # Origins check each other actively too, so replication and the locations they hand
+    # out skip a dead fellow without waiting for a request to fail on it.
+    ring = cfg.ring.build((cfg.self_addr,), skip=cfg.self_addr)
     # Origins mark their announces so trackers rank them after agents that have finished.
     trackers = [f"http://{t}/announce?origin=1" for t in cfg.trackers]
     session = TorrentSession(cfg.torrent, trackers=trackers, user_agent="kraken-p2p-origin/0.1")

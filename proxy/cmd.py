@@ -13,7 +13,6 @@ HERE = Path(__file__).parent
 
 def build_app(cfg: ProxyConfig):
     from buildindex.client import BuildIndexClient
-    from common.ring import HashRing, HealthTracker
     from origin.client import ClusterClient
     from proxy.app import create_app
 
@@ -21,8 +20,7 @@ def build_app(cfg: ProxyConfig):
         raise ConfigError("proxy: origins.members is empty")
     if not cfg.build_index:
         raise ConfigError("proxy: build_index is empty")
-    ring = HashRing(cfg.origins.members, cfg.origins.replicas,
-                    HealthTracker(cfg.origins.fail_threshold, cfg.origins.cooldown))
+    ring = cfg.origins.build()
     return create_app(cfg, origins=ClusterClient(ring), build_index=BuildIndexClient(list(cfg.build_index)))
 
 

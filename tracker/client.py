@@ -8,6 +8,7 @@ import requests
 
 from common.digest import Digest
 from common.errors import NotFound, Pending, Unavailable
+from common.ring import HealthTracker
 from torrents.metainfo import Metainfo, MetainfoError
 
 
@@ -18,6 +19,12 @@ class TrackerClient:
         self.trackers = list(trackers)
         self.http = session or requests.Session()
         self.timeout = timeout
+        # Trackers that failed lately are asked last (passive health), so one dead tracker
+        # costs a failed request now and then, not one per download.
+        self.health = HealthTracker(fail_threshold=1, cooldown=30.0)
+
+    def _ordered(self) -> list[str]:
+        return sorted(self.trackers, key=lambda t: not self.health.healthy(t))
 
     def ping(self) -> None:
         """Raises unless some tracker answers /health (agent readiness)."""
@@ -47,13 +54,18 @@ class TrackerClient:
         """Raises NotFound (no origin has it), Pending (an origin is fetching it) or
         Unavailable (no tracker answered)."""
         errors = []
-        for addr in self.trackers:
+        for addr in self._ordered():
             url = f"http://{addr}/namespace/{quote(namespace, safe='')}/blobs/{digest}/metainfo"
             try:
                 resp = self.http.get(url, timeout=self.timeout)
             except requests.RequestException as exc:
+                self.health.failed(addr)
                 errors.append(f"{addr}: {exc}")
                 continue
+            if resp.status_code < 500:
+                self.health.succeeded(addr)
+            else:
+                self.health.failed(addr)
             if resp.status_code == 200:
                 try:
                     return Metainfo.from_torrent(resp.content, expect=digest)

@@ -11,14 +11,12 @@ HERE = Path(__file__).parent
 
 
 def build_app(cfg: TrackerConfig):
-    from common.ring import HashRing, HealthTracker
     from origin.client import ClusterClient
     from tracker.app import create_app
     from tracker.peerstore import MetainfoCache, RedisPeerStore
 
     r = cfg.redis.client()
-    ring = HashRing(cfg.origins.members, cfg.origins.replicas,
-                    HealthTracker(cfg.origins.fail_threshold, cfg.origins.cooldown))
+    ring = cfg.origins.build()
     return create_app(
         cfg,
         peer_store=RedisPeerStore(r, ttl=cfg.announce.peer_ttl),

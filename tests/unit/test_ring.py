@@ -55,3 +55,42 @@ def test_all_unhealthy_still_gives_somewhere_to_try():
 
 def test_replicas_capped_at_member_count():
     assert len(HashRing(MEMBERS[:2], 5).locations(digests(1)[0])) == 2
+
+
+def test_active_health_check_takes_dead_members_out_and_brings_them_back():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from common.ring import ActiveHealthCheck
+    from tests.servers import free_port
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    alive = f"127.0.0.1:{server.server_address[1]}"
+    dead = f"127.0.0.1:{free_port()}"
+    ring = HashRing([alive, dead], replicas=1, health=HealthTracker(fail_threshold=2, cooldown=3600))
+    check = ActiveHealthCheck(ring.members, ring.health, timeout=1)
+    try:
+        assert check.check_once() == {alive: True, dead: False}
+        check.check_once()
+        # Dead twice: out of every answer, although nobody asked for a blob.
+        assert all(ring.locations(Digest.of_bytes(bytes([i]))) == [alive] for i in range(20))
+        # It comes back with its first good answer, long before the cooldown.
+        revived = ThreadingHTTPServer(("127.0.0.1", int(dead.rsplit(":", 1)[1])), Health)
+        threading.Thread(target=revived.serve_forever, daemon=True).start()
+        try:
+            assert check.check_once() == {alive: True, dead: True}
+            assert ring.health.healthy(dead)
+        finally:
+            revived.shutdown()
+    finally:
+        server.shutdown()
