@@ -61,7 +61,7 @@ def cmd_devcluster(args) -> int:
     from common.devcluster import Cluster
 
     cluster = Cluster(args.workdir, agents=args.agents, origins=args.origins, replicas=args.replicas,
-                      trackers=args.trackers)
+                      trackers=args.trackers, build_index=args.build_index, proxy=not args.no_proxy)
     stopping = threading.Event()
 
     def _stop(signum, frame):
@@ -170,11 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="krakenctl", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("devcluster", help="run redis, trackers, origins and agents on this machine")
+    d = sub.add_parser("devcluster", help="run redis, trackers, origins, build-index, the proxy and agents "
+                                          "on this machine")
     d.add_argument("--agents", type=int, default=3)
     d.add_argument("--origins", type=int, default=3)
     d.add_argument("--replicas", type=int, default=2)
     d.add_argument("--trackers", type=int, default=1)
+    d.add_argument("--build-index", type=int, default=1, help="build-index instances (sharing the redis)")
+    d.add_argument("--no-proxy", action="store_true", help="leave the proxy out")
     d.add_argument("--workdir", default=".devcluster")
     d.set_defaults(fn=cmd_devcluster)
 

@@ -1,6 +1,7 @@
-"""A whole kraken-p2p cluster on this machine: redis-server, trackers, origins and agents,
-each a real gunicorn process, each agent on its own loopback address. Used by
-`krakenctl devcluster`, the integration tests and the benchmarks."""
+"""A whole kraken-p2p cluster on this machine: redis-server, trackers, origins,
+build-index, the proxy and agents, each a real gunicorn process, each origin and agent on
+its own loopback address. Used by `krakenctl devcluster`, the integration tests and the
+benchmarks."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from common.config import merge
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
+# Central services, placed where the trackers are (one address, one port each).
+CENTRAL = ("buildindex", "proxy")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -98,22 +101,34 @@ class Cluster:
         origins: int = 3,
         replicas: int = 2,
         trackers: int = 1,
+        build_index: int = 1,
+        proxy: bool = True,
         tracker_config: dict | None = None,
         origin_config: dict | None = None,
         agent_config: dict | None = None,
+        build_index_config: dict | None = None,
+        proxy_config: dict | None = None,
         log_level: str = "INFO",
         hosts=None,
     ):
         self.workdir = Path(workdir).resolve()
         self.n_agents, self.n_origins, self.n_trackers = agents, origins, trackers
         self.replicas = replicas
-        self.overrides = {"tracker": tracker_config or {}, "origin": origin_config or {}, "agent": agent_config or {}}
+        if proxy and build_index < 1:
+            raise ValueError("the proxy needs build-index: start at least one, or no proxy")
+        self.n_build_index = build_index
+        self.with_proxy = proxy
+        self.overrides = {"tracker": tracker_config or {}, "origin": origin_config or {},
+                          "agent": agent_config or {}, "buildindex": build_index_config or {},
+                          "proxy": proxy_config or {}}
         self.log_level = log_level
         self.hosts = hosts or LoopbackHosts()
         self.procs: dict[str, Proc] = {}
         self.redis_addr = ""
         self.trackers: list[str] = []
         self.origins: list[str] = []
+        self.build_index: list[str] = []
+        self.proxy: str | None = None
         self.agents: list[dict] = []
 
     # Layout.
@@ -124,7 +139,7 @@ class Cluster:
         return path
 
     def _component(self, kind: str, index: int, data: dict) -> None:
-        host, prefix = self.hosts.place(kind, index)
+        host, prefix = self._place(kind, index)
         name = f"{kind}-{index}"
         data = merge(data, self.overrides[kind])
         data.setdefault("log", {"level": self.log_level})
@@ -133,8 +148,11 @@ class Cluster:
         self.procs[name] = Proc(name, [*prefix, sys.executable, "-m", kind, "--config", str(cfg)],
                                 self.workdir / "logs" / f"{name}.log", addr)
 
+    def _place(self, kind: str, index: int) -> tuple[str, list[str]]:
+        return self.hosts.place("tracker" if kind in CENTRAL else kind, index)
+
     def _addr(self, kind: str, index: int) -> tuple[str, int]:
-        host, _ = self.hosts.place(kind, index)
+        host, _ = self._place(kind, index)
         return host, self.hosts.port(host)
 
     def plan(self) -> None:
@@ -143,10 +161,16 @@ class Cluster:
         self.redis_addr = f"{rhost}:{rport}"
         trackers = [self._addr("tracker", i) for i in range(self.n_trackers)]
         origins = [self._addr("origin", i) for i in range(self.n_origins)]
+        build_index = [self._addr("buildindex", i) for i in range(self.n_build_index)]
+        proxy = self._addr("proxy", 0) if self.with_proxy else None
         agents = [self._addr("agent", i) for i in range(self.n_agents)]
+        registries = [(h, self.hosts.port(h)) for h, _ in agents]
         self.trackers = [f"{h}:{p}" for h, p in trackers]
         self.origins = [f"{h}:{p}" for h, p in origins]
-        self.agents = [{"server": f"{h}:{p}"} for h, p in agents]
+        self.build_index = [f"{h}:{p}" for h, p in build_index]
+        self.proxy = f"{proxy[0]}:{proxy[1]}" if proxy else None
+        self.agents = [{"server": f"{h}:{p}", "registry": f"{rh}:{rp}"}
+                       for (h, p), (rh, rp) in zip(agents, registries)]
         ring = {"members": self.origins, "replicas": self.replicas}
         redis_dir = self.workdir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
@@ -171,9 +195,20 @@ class Cluster:
                 "store": {"root": str(self.workdir / f"origin-{i}")},
                 "torrent": {"listen_ip": h, "port": self.hosts.port(h)},
             })
-        for i, (h, p) in enumerate(agents):
+        for i, (h, p) in enumerate(build_index):
+            self._component("buildindex", i, {
+                "server": {"host": h, "port": p}, "redis": {"addr": self.redis_addr}, "origins": ring,
+            })
+        if proxy:
+            self._component("proxy", 0, {
+                "server": {"host": proxy[0], "port": proxy[1]}, "origins": ring,
+                "build_index": self.build_index,
+                "uploads": {"dir": str(self.workdir / "proxy-uploads")},
+            })
+        for i, ((h, p), (rh, rp)) in enumerate(zip(agents, registries)):
             self._component("agent", i, {
-                "server": {"host": h, "port": p}, "trackers": self.trackers,
+                "server": {"host": h, "port": p}, "registry": {"host": rh, "port": rp},
+                "trackers": self.trackers, "build_index": self.build_index,
                 "cache": {"root": str(self.workdir / f"agent-{i}")},
                 "torrent": {"listen_ip": h, "port": self.hosts.port(h)},
             })
@@ -225,7 +260,7 @@ class Cluster:
 
     def info(self) -> dict:
         return {"redis": self.redis_addr, "trackers": self.trackers, "origins": self.origins,
-                "build_index": [], "proxy": None, "agents": self.agents}
+                "build_index": self.build_index, "proxy": self.proxy, "agents": self.agents}
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):

@@ -29,6 +29,13 @@ _TAGS = re.compile(r"^(?P<name>.+)/tags/list$")
 _UPLOADS = re.compile(r"^.+/blobs/uploads(/.*)?$")
 
 
+def _check_tag(tag: str) -> str:
+    # The distribution grammar is ASCII; the \w of common.oci's pattern is not.
+    if not tag.isascii():
+        raise oci.RegistryError("TAG_INVALID", f"invalid tag: {tag[:200]!r}", detail={"tag": tag[:200]})
+    return oci.check_tag(tag)
+
+
 def _range_error(message: str) -> Exception:
     return oci.RegistryError("RANGE_INVALID", message)
 
@@ -71,7 +78,7 @@ def manifest(name: str, reference: str) -> Response:
     if oci.is_digest_reference(reference):
         digest = oci.parse_digest(reference)
     else:
-        tag = f"{name}:{oci.check_tag(reference)}"
+        tag = f"{name}:{_check_tag(reference)}"
         try:
             digest = images.resolve(tag)
         except NotFound:
@@ -103,7 +110,7 @@ def tags(name: str) -> Response:
     n = request.args.get("n")
     last = request.args.get("last", "")
     if last:
-        oci.check_tag(last)
+        _check_tag(last)
     if n is not None:
         try:
             n = int(n)

@@ -1,5 +1,6 @@
 """A real cluster for the integration tests: redis-server, a tracker, 3 origins (replicas
-2) and 6 agents, each a gunicorn process on its own loopback address."""
+2), build-index, the proxy and 6 agents (server and registry ports), each a gunicorn
+process; origins and agents each on their own loopback address."""
 
 from __future__ import annotations
 

@@ -38,3 +38,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def registry_url(cluster: Cluster, i: int, path: str) -> str:
+    """`path` (starting with /v2/) on agent i's registry port."""
+    return f"http://{cluster.agents[i]['registry']}{path}"
+
+
+def put_tag(cluster: Cluster, tag: str, digest: Digest) -> None:
+    """Points `repo:tag` at `digest` in build-index (which checks that a docker image is
+    complete in the origin ring)."""
+    from buildindex.client import BuildIndexClient
+
+    BuildIndexClient(cluster.build_index).put_tag(tag, digest)

@@ -220,6 +220,8 @@ def test_blobs_honour_range(client, dl):
     ("/v2/ok/blobs/md5:" + "a" * 32, "DIGEST_INVALID"),
     ("/v2/ok/manifests/sha256:short", "DIGEST_INVALID"),
     ("/v2/ok/manifests/-bad-tag", "TAG_INVALID"),
+    ("/v2/ok/manifests/t%C3%BC", "TAG_INVALID"),
+    ("/v2/ok/tags/list?last=t%C3%BC", "TAG_INVALID"),
     ("/v2/ok/tags/list?n=-1", "PAGINATION_NUMBER_INVALID"),
     ("/v2/ok/tags/list?n=abc", "PAGINATION_NUMBER_INVALID"),
     ("/v2/ok/nothing-here", "NAME_UNKNOWN"),
