@@ -11,8 +11,6 @@ never proxies loopback addresses, which is where every registry in the tests liv
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
 import json
 import os
@@ -25,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import pytest
 import requests
@@ -108,8 +107,8 @@ def _unmount_under(root: Path) -> list[str]:
         return sorted(set(points), key=len, reverse=True)
 
     for point in mounted():
-        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", point], capture_output=True)
+        if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     return mounted()
 
 
@@ -155,12 +154,9 @@ class Dockerd:
             f'[debug]\n  address = "{base / "debug.sock"}"\n  level = "info"\n'
             '[metrics]\n  address = ""\n'
         )
-        log = open(self.root / "containerd.log", "ab")
-        try:
+        with open(self.root / "containerd.log", "ab") as log:
             self.containerd = subprocess.Popen([binary, "--config", str(config)], stdout=log,
                                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        finally:
-            log.close()
         deadline = time.monotonic() + timeout
         while not sock.exists():
             if self.containerd.poll() is not None or time.monotonic() > deadline:
@@ -190,19 +186,16 @@ class Dockerd:
             "--cgroup-parent", f"kraken-test-{self.root.name}",
             "--max-concurrent-downloads", "6", "--max-concurrent-uploads", "6",
         ]
-        log = open(self.log_path, "ab")
-        try:
+        with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True)
-        finally:
-            log.close()
         deadline = time.monotonic() + timeout
         while True:
             if self.popen.poll() is not None:
                 self._fail(f"dockerd exited with {self.popen.returncode}")
             if self.sock.exists():
                 probe = subprocess.run([self.cli, "version", "--format", "{{.Server.Version}}"],
-                                       env=self.env, capture_output=True, text=True, timeout=30)
+                                       env=self.env, capture_output=True, text=True, timeout=30, check=False)
                 if probe.returncode == 0:
                     return self
             if time.monotonic() > deadline:
@@ -219,7 +212,7 @@ class Dockerd:
         """Runs the docker client against this daemon; output as text."""
         t0 = time.monotonic()
         proc = subprocess.run([self.cli, *args], env=self.env, capture_output=True, timeout=timeout,
-                              input=input)
+                              input=input, check=False)
         out = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
                                           proc.stderr.decode(errors="replace"))
         out.seconds = time.monotonic() - t0  # type: ignore[attr-defined]
@@ -246,9 +239,10 @@ class Dockerd:
         if self.popen is not None and self.popen.poll() is None:
             try:
                 ids = subprocess.run([self.cli, "ps", "-q"], env=self.env, capture_output=True, text=True,
-                                     timeout=30).stdout.split()
+                                     timeout=30, check=False).stdout.split()
                 if ids:
-                    subprocess.run([self.cli, "rm", "-f", *ids], env=self.env, capture_output=True, timeout=60)
+                    subprocess.run([self.cli, "rm", "-f", *ids], env=self.env, capture_output=True, timeout=60,
+                                   check=False)
             except (OSError, subprocess.SubprocessError):
                 pass
             self.popen.send_signal(signal.SIGTERM)
@@ -283,7 +277,7 @@ class Dockerd:
         if not stuck:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Dockerd:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -310,12 +304,9 @@ class ReferenceRegistry:
                         "delete": {"enabled": False}, "cache": {}},
             "http": {"addr": self.addr, "secret": uuid.uuid4().hex, "headers": {}},
         }, indent=1))
-        log = open(self.log_path, "ab")
-        try:
+        with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True)
-        finally:
-            log.close()
         deadline = time.monotonic() + timeout
         while True:
             if self.popen.poll() is not None:
@@ -359,7 +350,7 @@ class Skopeo:
             check: bool = True) -> subprocess.CompletedProcess:
         cmd = [self.binary, "--policy", str(self.policy), "--registries-conf", str(self.registries),
                *global_args, *args]
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise ToolError(f"`{' '.join(cmd)}` exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}"
                             f"\nstderr:\n{proc.stderr[-3000:]}")
@@ -391,11 +382,11 @@ def busybox_rootfs_tar(message: str = "") -> bytes:
             link.type, link.linkname, link.mode, link.mtime = tarfile.SYMTYPE, "busybox", 0o777, 0
             tar.addfile(link)
         if message:
-            _add_file(tar, "hello.txt", message.encode())
+            add_file(tar, "hello.txt", message.encode())
     return buf.getvalue()
 
 
-def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+def add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), mode, 0
     tar.addfile(info, io.BytesIO(data))
@@ -440,54 +431,7 @@ def build_image(dockerd: Dockerd, workdir: Path, ref: str, layer_sizes=(8 << 20,
     return BuiltImage(ref, message, list(layer_sizes))
 
 
-def write_oci_layout(path: Path, message: str) -> dict:
-    """An OCI image layout whose tag `1` is an index of two manifests, linux/amd64 and
-    linux/arm64, sharing the busybox layer and differing in their config's architecture (and
-    in a one-line layer naming it). Returns the digests."""
-    blobs = path / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
-
-    def put(data: bytes) -> dict:
-        d = hashlib.sha256(data).hexdigest()
-        (blobs / d).write_bytes(data)
-        return {"digest": f"sha256:{d}", "size": len(data)}
-
-    def layer(tar_bytes: bytes) -> tuple[dict, str]:
-        gz = gzip.compress(tar_bytes, mtime=0)
-        return {"mediaType": OCI_LAYER_GZIP, **put(gz)}, "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
-
-    base, base_diff = layer(busybox_rootfs_tar())
-    out = {"manifests": {}, "layers": {}}
-    entries = []
-    for arch in ("amd64", "arm64"):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add_file(tar, "hello.txt", f"{message} ({arch})\n".encode())
-        top, top_diff = layer(buf.getvalue())
-        config = {
-            "architecture": arch, "os": "linux",
-            "config": {"Cmd": ["/bin/cat", "/hello.txt"], "Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [base_diff, top_diff]},
-            "history": [{"created_by": "kraken-p2p test: busybox"}, {"created_by": f"kraken-p2p test: {arch}"}],
-        }
-        cfg = {"mediaType": OCI_CONFIG, **put(json.dumps(config).encode())}
-        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg, "layers": [base, top]}
-        m = {"mediaType": OCI_MANIFEST, **put(json.dumps(manifest).encode())}
-        entries.append({**m, "platform": {"architecture": arch, "os": "linux"}})
-        out["manifests"][arch] = m["digest"]
-        out["layers"][arch] = [base["digest"], top["digest"]]
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    idx = put(json.dumps(index).encode())
-    out["index"] = idx["digest"]
-    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    (path / "index.json").write_text(json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_INDEX, **idx, "annotations": {"org.opencontainers.image.ref.name": "1"}}],
-    }))
-    return out
-
-
-# Fixtures. Test modules import these names.
+# Fixtures. Test modules bind these names (see test_docker.py).
 
 @pytest.fixture(scope="module")
 def dockerd():

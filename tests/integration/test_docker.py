@@ -18,23 +18,26 @@ import pytest
 import requests
 
 from common.devcluster import Cluster
-from tests.integration.docker_env import (  # noqa: F401 - fixtures
+from tests.integration import docker_env
+from tests.integration.docker_env import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_MANIFEST,
     ReferenceRegistry,
     Target,
     build_image,
-    dockerd,
     kraken_target,
     pull_digest,
     push_digest,
-    reference_registry,
-    skopeo,
-    target,
     token,
 )
 from tests.integration.helpers import metric, wait_for
+
+# Fixtures (module-scoped dockerd, reference registry, skopeo; the parametrized target).
+dockerd = docker_env.dockerd
+reference_registry = docker_env.reference_registry
+skopeo = docker_env.skopeo
+target = docker_env.target
 
 
 def test_docker_push_rmi_pull_and_run(target: Target, dockerd, tmp_path):
@@ -100,13 +103,14 @@ def test_one_image_reaches_four_agents_at_once_over_p2p(cluster, dockerd, skopeo
     # Every blob is in every agent's cache: it went through the agent, not around it.
     for a in agents:
         for d in sizes:
-            wait_for(lambda: state(a, d) == "cached", 15, f"{d} cached on agent {a}")
+            wait_for(lambda a=a, d=d: state(a, d) == "cached", 15, f"{d} cached on agent {a}")
     # And what each agent lacked arrived as BitTorrent payload: it received at least those
     # bytes from peers (counters refresh every half second).
     for a, before in zip(agents, recv0):
         need = sum(sizes[d] for d in absent[a])
         try:
-            wait_for(lambda: metric(a, "kraken_torrent_recv_payload_bytes") - before >= need, 10,
+            wait_for(lambda a=a, before=before, need=need:
+                     metric(a, "kraken_torrent_recv_payload_bytes") - before >= need, 10,
                      f"agent {a} to count {need} bytes received over BitTorrent")
         except AssertionError as exc:
             got = metric(a, "kraken_torrent_recv_payload_bytes") - before
@@ -332,5 +336,9 @@ def test_invalid_repository_names_are_refused(target: Target, name: str):
         except (ValueError, KeyError, TypeError):
             codes = []
         assert (status, codes) in ((404, ["NAME_UNKNOWN"]), (400, ["NAME_INVALID"])), (method, path, status, text)
+        if method == "GET":
+            # The agent's read-only registry port answers reads the same way.
+            status, _, text = _raw(target.pulls[0], method, path)
+            assert status in (400, 404) and b"NAME_" in text, (target.pulls[0], path, status, text)
     catalog = requests.get(f"http://{target.push}/v2/_catalog", timeout=10).json()["repositories"]
     assert not [r for r in catalog if "etc" in r.split("/") or r.lower() == "upper/case"], catalog

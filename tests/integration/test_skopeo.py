@@ -3,23 +3,79 @@ layout, each platform's manifest resolved through an agent, docker pulling its o
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
+import tarfile
+from pathlib import Path
 
 import requests
 
-from tests.integration.docker_env import (  # noqa: F401 - fixtures
+from tests.integration import docker_env
+from tests.integration.docker_env import (
+    OCI_CONFIG,
     OCI_INDEX,
+    OCI_LAYER_GZIP,
     OCI_MANIFEST,
     Target,
-    dockerd,
+    busybox_rootfs_tar,
     pull_digest,
-    reference_registry,
-    skopeo,
-    target,
     token,
-    write_oci_layout,
 )
+
+# Fixtures (module-scoped dockerd, reference registry, skopeo; the parametrized target).
+dockerd = docker_env.dockerd
+reference_registry = docker_env.reference_registry
+skopeo = docker_env.skopeo
+target = docker_env.target
+
+
+def write_oci_layout(path: Path, message: str) -> dict:
+    """An OCI image layout whose tag `1` is an index of two manifests, linux/amd64 and
+    linux/arm64, sharing the busybox layer and differing in their config's architecture (and
+    in a one-line layer naming it). Returns the digests."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes) -> dict:
+        d = hashlib.sha256(data).hexdigest()
+        (blobs / d).write_bytes(data)
+        return {"digest": f"sha256:{d}", "size": len(data)}
+
+    def layer(tar_bytes: bytes) -> tuple[dict, str]:
+        gz = gzip.compress(tar_bytes, mtime=0)
+        return {"mediaType": OCI_LAYER_GZIP, **put(gz)}, "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+
+    base, base_diff = layer(busybox_rootfs_tar())
+    out = {"manifests": {}, "layers": {}}
+    entries = []
+    for arch in ("amd64", "arm64"):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            docker_env.add_file(tar, "hello.txt", f"{message} ({arch})\n".encode())
+        top, top_diff = layer(buf.getvalue())
+        config = {
+            "architecture": arch, "os": "linux",
+            "config": {"Cmd": ["/bin/cat", "/hello.txt"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [base_diff, top_diff]},
+            "history": [{"created_by": "kraken-p2p test: busybox"}, {"created_by": f"kraken-p2p test: {arch}"}],
+        }
+        cfg = {"mediaType": OCI_CONFIG, **put(json.dumps(config).encode())}
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cfg, "layers": [base, top]}
+        m = {"mediaType": OCI_MANIFEST, **put(json.dumps(manifest).encode())}
+        entries.append({**m, "platform": {"architecture": arch, "os": "linux"}})
+        out["manifests"][arch] = m["digest"]
+        out["layers"][arch] = [base["digest"], top["digest"]]
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    idx = put(json.dumps(index).encode())
+    out["index"] = idx["digest"]
+    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (path / "index.json").write_text(json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_INDEX, **idx, "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    }))
+    return out
 
 
 def test_multi_arch_oci_index_serves_each_platform(target: Target, skopeo, dockerd, tmp_path):
