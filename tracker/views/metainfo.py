@@ -3,13 +3,19 @@ Its announce URL names this tracker so a standard client can use the file as it 
 
 from __future__ import annotations
 
+import logging
+import time
+
+import gevent
 from flask import Blueprint, Response, current_app, request
 
+from common.errors import KrakenError
 from common.httputil import parse_digest, register_status
 from torrents.metainfo import Metainfo, MetainfoError
 
 register_status(MetainfoError, 400)
 
+log = logging.getLogger(__name__)
 bp = Blueprint("metainfo", __name__)
 
 
@@ -21,6 +27,7 @@ def metainfo(namespace: str, digest: str):
     if info is not None:
         meta = Metainfo(info)
         current_app.extensions["metrics_metainfo"].labels("hit").inc()
+        _nudge_origins(namespace, d)
     else:
         # Raises NotFound (404), Pending (202) or Unavailable (503), which the error
         # handler turns into those statuses.
@@ -31,6 +38,34 @@ def metainfo(namespace: str, digest: str):
     cfg = current_app.config["KRAKEN"]
     announce = cfg.public_url.rstrip("/") + "/announce" if cfg.public_url else request.host_url + "announce"
     return Response(meta.torrent(announce=announce), mimetype="application/x-bittorrent")
+
+
+# Digest -> when its origins were last nudged, per worker.
+_nudged: dict = {}
+NUDGE_INTERVAL = 10.0
+
+
+def _nudge_origins(namespace: str, d) -> None:
+    """A cached metainfo says nothing about whether any origin still holds the blob: after
+    origin data loss the swarm would have no seed. So, as Kraken's tracker asks the origin
+    ring on announces, a hit also asks the origins to prefetch (in the background, at most
+    every NUDGE_INTERVAL s per blob): an origin that lost the blob fetches it from the
+    storage backend and seeds it; one that has it just keeps seeding."""
+    now = time.monotonic()
+    if now - _nudged.get(d, -NUDGE_INTERVAL) < NUDGE_INTERVAL:
+        return
+    if len(_nudged) > 50_000:
+        _nudged.clear()
+    _nudged[d] = now
+    origins = current_app.extensions["origins"]
+
+    def nudge():
+        try:
+            origins.prefetch(namespace, d)
+        except KrakenError as exc:
+            log.debug("prefetch of %s on the origins: %s", d, exc)
+
+    gevent.spawn(nudge)
 
 
 @bp.put("/internal/namespace/<path:namespace>/blobs/<digest>/metainfo")
