@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -45,7 +46,8 @@ def one_round(dockerd: Dockerd, ref: str, proxy: str, agent: str, workdir: Path,
     sides = [("reference", ref, ref), ("kraken", proxy, agent)]
     if flip:
         sides.reverse()
-    out: dict = {"build_s": build_s, "layer_bytes": sizes}
+    # Other work on the host skews both sides; the load average goes into the results.
+    out: dict = {"build_s": build_s, "layer_bytes": sizes, "loadavg_1m": os.getloadavg()[0]}
     digests = {}
     for name, push_addr, _ in sides:
         dockerd.run("tag", img.ref, f"{push_addr}/{repo}:1")
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
         print(f"image {args.size:g} MiB in {args.layers} random layers; reference {reference.addr}, "
               f"proxy {proxy}, agent {agent}, {args.origins} origins x{args.replicas}", flush=True)
         for i in range(args.rounds):
-            print(f"round {i + 1}/{args.rounds}", flush=True)
+            print(f"round {i + 1}/{args.rounds} (load average {os.getloadavg()[0]:.1f})", flush=True)
             rounds.append(one_round(dockerd, reference.addr, proxy, agent, root, args.size, args.layers,
                                     flip=bool(i % 2)))
     finally:
