@@ -139,3 +139,37 @@ def test_backend_down_upload_and_distribution_work_then_write_back_catches_up(ba
     backend_up.start()
     wait_for(lambda: backend_up.has(digest), 30, "write-back after the backend returned")
     assert (backend_up.root / keys.blob(digest)).read_bytes() == data
+
+
+def test_one_of_two_replicas_offline_download_still_succeeds(backed, backend_up, tmp_path):
+    from common.ring import HashRing
+
+    data = os.urandom(3 << 20)
+    digest = upload(backed, data, tmp_path, NS)
+    first, second = HashRing(backed.origins, backed.replicas).locations(digest)
+    # Replication is asynchronous: the scenario starts once both replicas hold the blob.
+    wait_for(lambda: requests.head(f"http://{second}/namespace/{NS}/blobs/{digest}", timeout=5).status_code == 200,
+             20, "replication to the second replica")
+    name = f"origin-{backed.origins.index(first)}"
+    backed.procs[name].signal(9)
+    try:
+        resp = fetch(backed, 0, digest)
+        assert resp.status_code == 200 and resp.content == data
+    finally:
+        backed.restart(name)
+
+
+def test_agent_with_wiped_disk_and_wiped_origins_still_downloads(backed, backend_up, tmp_path):
+    """Kraken's scenario: the agent restarts with an empty disk, every origin lost its
+    disk too, and only the tracker's cached metainfo and the backend remain."""
+    data = os.urandom(2 << 20)
+    digest = upload(backed, data, tmp_path, NS)
+    assert fetch(backed, 1, digest).content == data
+    wait_for(lambda: backend_up.has(digest), 20, "write-back to the backend")
+    backed.procs["agent-1"].stop()
+    shutil.rmtree(backed.workdir / "agent-1", ignore_errors=True)
+    backed.restart("agent-1")
+    wipe_origins(backed)
+    resp = fetch(backed, 1, digest)
+    assert resp.status_code == 200, resp.text
+    assert resp.content == data
