@@ -112,7 +112,9 @@ def test_multi_arch_oci_index_serves_each_platform(target: Target, skopeo, docke
 
     # docker on this amd64 host picks the amd64 manifest and runs it.
     ref = f"{pull}/{repo}:1"
+    dockerd.wipe()  # nothing local, not even a base layer: docker fetches every layer
     out = dockerd.run("pull", ref)
+    assert out.stdout.count("Pull complete") == 2, out.stdout
     assert pull_digest(out.stdout) == digests["index"]
     arch = dockerd.run("image", "inspect", "--format", "{{.Architecture}}", ref).stdout.strip()
     assert arch == "amd64"
