@@ -40,6 +40,10 @@ HEAD_PIECES = 4
 READ_RETRIES = 500
 
 
+class DiskFull(DownloadError):
+    """The cache's disk cannot hold a blob (HTTP 507 on the server port)."""
+
+
 def open_when_present(*paths: Path, timeout: float = 5.0):
     """Opens the first of `paths` that exists: a file libtorrent is about to create (its
     first piece may pass the hash check a moment before the write reaches the file system),
@@ -183,6 +187,7 @@ class Downloader:
         try:
             try:
                 meta = self._metainfo(dl.namespace, digest)
+                self._check_space(dl, meta)
             except BaseException as exc:
                 dl.meta.set_exception(exc)
                 raise
@@ -196,6 +201,19 @@ class Downloader:
             dl.done.set_exception(exc)
         finally:
             self._active.pop(digest, None)
+
+    def _check_space(self, dl: Download, meta: Metainfo) -> None:
+        """Refuses a download the cache's disk cannot hold, counting what the downloads in
+        progress still need, before a byte is written or a response header sent: otherwise
+        libtorrent fails with ENOSPC half way and a client streaming the blob only sees its
+        body cut short."""
+        free = self.store.free_bytes()
+        needed = sum(_still_needed(other) for other in self._active.values() if other is not dl)
+        if meta.length + needed > free:
+            raise DiskFull(
+                f"agent disk is full: blob {dl.digest} needs {meta.length} bytes, {free} bytes are free "
+                f"in the cache ({needed} of them promised to downloads in progress)"
+            )
 
     def _fetch(self, dl: Download, meta: Metainfo) -> Path:
         infohash = meta.infohash_hex
@@ -242,6 +260,17 @@ class Downloader:
         phases = ", ".join(f"{k} {(v - dl.started) * 1e3:.1f}" for k, v in dl.marks.items())
         log.info("downloaded %s (%d bytes) in %.3fs (ms: %s)", dl.digest, meta.length, elapsed, phases)
         return self.store.path(dl.digest)
+
+
+def _still_needed(dl: Download) -> int:
+    """Bytes a download in progress has yet to write (its file is sparse until then)."""
+    if not dl.meta.successful() or dl.verified.ready():
+        return 0
+    try:
+        allocated = dl.partial.stat().st_blocks * 512
+    except FileNotFoundError:
+        allocated = 0
+    return max(0, dl.meta.value.length - allocated)
 
 
 def _hash_pieces(f, meta: Metainfo, pieces: range, h) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
 
-from agent.downloader import Downloader
+from agent.downloader import DiskFull, Downloader
 from common.digest import Digest
-from common.httputil import HTTPError, parse_digest
+from common.httputil import HTTPError, parse_digest, register_status
+
+register_status(DiskFull, 507)  # Insufficient Storage, as the origin answers a full disk
 
 bp = Blueprint("blobs", __name__)
 
