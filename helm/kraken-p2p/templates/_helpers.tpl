@@ -44,6 +44,18 @@ it short: origin pod names (<fullname>-origin-<i>) must stay within 63 character
 {{- printf "%s-agent" (include "kraken.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "kraken.buildindex.fullname" -}}
+{{- printf "%s-buildindex" (include "kraken.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kraken.proxy.fullname" -}}
+{{- printf "%s-proxy" (include "kraken.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kraken.nginx.fullname" -}}
+{{- printf "%s-nginx" (include "kraken.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/*
 Common labels. Call with (dict "root" $ "component" "tracker").
 */}}
@@ -90,6 +102,16 @@ Wiring: the addresses components are given. All are host:port strings.
 {{- printf "%s.%s.svc.%s:%d" (include "kraken.tracker.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.tracker.port) -}}
 {{- end -}}
 
+{{/* The build-index Service; the proxy and agents resolve tags through it. */}}
+{{- define "kraken.buildindex.addr" -}}
+{{- printf "%s.%s.svc.%s:%d" (include "kraken.buildindex.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.buildindex.port) -}}
+{{- end -}}
+
+{{/* The proxy Service (docker push and pull). */}}
+{{- define "kraken.proxy.addr" -}}
+{{- printf "%s.%s.svc.%s:%d" (include "kraken.proxy.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.proxy.port) -}}
+{{- end -}}
+
 {{/*
 Ring member name of one origin: its stable DNS name through the headless Service.
 Call with (dict "root" $ "ordinal" 0). An origin's `advertise` is exactly this string.
@@ -129,4 +151,116 @@ libtorrent session. Call with (dict "component" "agent" "config" .Values.agent.c
 {{- if gt (int $workers) 1 -}}
 {{- fail (printf "%s.config.server.gunicorn.workers must be 1: the one worker owns the host's libtorrent session" .component) -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The generated config's `extends:`: base.yaml, then the component's Secret-mounted config
+file when <component>.secretConfig.secretName is set (maps merge key by key, lists replace).
+Call with (dict "root" $ "component" "origin").
+*/}}
+{{- define "kraken.extends" -}}
+{{- $values := index .root.Values .component -}}
+{{- $secret := $values.secretConfig | default dict -}}
+{{- if $secret.secretName -}}
+["base.yaml", {{ printf "/etc/kraken-secret/%s" ($secret.key | default "config.yaml") | quote }}]
+{{- else -}}
+base.yaml
+{{- end -}}
+{{- end -}}
+
+{{/* The container's extra environment (<component>.extraEnv), e.g. AWS_* from a Secret. */}}
+{{- define "kraken.extraEnv" -}}
+{{- $values := index .root.Values .component -}}
+{{- with $values.extraEnv -}}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{/* Mount of the Secret-mounted config file, when there is one (a volumeMounts item). */}}
+{{- define "kraken.secretConfig.mount" -}}
+{{- $values := index .root.Values .component -}}
+{{- $secret := $values.secretConfig | default dict -}}
+{{- if $secret.secretName -}}
+- name: secret-config
+  mountPath: /etc/kraken-secret
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret volume for it (a volumes item). */}}
+{{- define "kraken.secretConfig.volume" -}}
+{{- $values := index .root.Values .component -}}
+{{- $secret := $values.secretConfig | default dict -}}
+{{- if $secret.secretName -}}
+- name: secret-config
+  secret:
+    secretName: {{ $secret.secretName | quote }}
+    items:
+      - key: {{ $secret.key | default "config.yaml" | quote }}
+        path: {{ $secret.key | default "config.yaml" | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+One component's nginx.conf: files/nginx.conf with its placeholders replaced (the integration
+test tests/integration/test_nginx.py does the same replacement). nginx listens on the
+component's Service port; the component itself is on 127.0.0.1:<upstream port> in the pod.
+Call with (dict "root" $ "listen" 7602 "upstream" 17602).
+*/}}
+{{- define "kraken.nginx.conf" -}}
+{{- $conf := .root.Files.Get "files/nginx.conf" -}}
+{{- $conf = $conf | replace "@LISTEN@" (printf "%d" (int .listen)) -}}
+{{- $conf = $conf | replace "@UPSTREAM@" (printf "127.0.0.1:%d" (int .upstream)) -}}
+{{- $conf = $conf | replace "@ERROR_LOG@" "stderr" | replace "@ACCESS_LOG@" "/dev/stdout" -}}
+{{- required "files/nginx.conf is missing from the chart" $conf -}}
+{{- end -}}
+
+{{/*
+The nginx sidecar container. Call with (dict "root" $ "component" "tracker" "port" 7602).
+nginx runs with its prefix in an emptyDir (pid, temp directories), so the ConfigMap stays
+read-only and the image's user does not matter.
+*/}}
+{{- define "kraken.nginx.container" -}}
+{{- $nginx := .root.Values.nginx -}}
+- name: nginx
+  image: "{{ $nginx.image.repository }}:{{ $nginx.image.tag }}"
+  imagePullPolicy: {{ $nginx.image.pullPolicy }}
+  command:
+    - nginx
+    - -p
+    - /var/run/nginx/
+    - -e
+    - stderr
+    - -c
+    - /etc/nginx/kraken/{{ .component }}.conf
+  ports:
+    - name: http
+      containerPort: {{ int .port }}
+      protocol: TCP
+  livenessProbe:
+    tcpSocket:
+      port: http
+    initialDelaySeconds: 5
+    periodSeconds: 10
+  {{- with $nginx.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- toYaml $nginx.resources | nindent 4 }}
+  volumeMounts:
+    - name: nginx-config
+      mountPath: /etc/nginx/kraken
+      readOnly: true
+    - name: nginx-run
+      mountPath: /var/run/nginx
+{{- end -}}
+
+{{/* The sidecar's volumes (volumes items). */}}
+{{- define "kraken.nginx.volumes" -}}
+- name: nginx-config
+  configMap:
+    name: {{ include "kraken.nginx.fullname" . }}
+- name: nginx-run
+  emptyDir: {}
 {{- end -}}
