@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from common import bencode
 from common.backends import keys
 from common.devcluster import Cluster
 from common.digest import Digest
@@ -25,6 +26,7 @@ from common.ring import HashRing
 from origin.client import ClusterClient
 from tests import servers
 from tests.integration.helpers import agent_url, upload, wait_for
+from torrents.metainfo import Metainfo
 
 # Blobs only the origins hold (no storage backend): an origin answers 404 or the blob.
 PLAIN = "faults/plain"
@@ -189,7 +191,7 @@ def test_download_through_fresh_agent_succeeds_with_one_of_two_replicas_killed(a
     data = os.urandom(6 * MiB)
     digest = upload(cluster, data, tmp_path, PLAIN)
     wait_for(lambda: both_replicas_have(cluster, PLAIN, digest), 20, "both replicas")
-    first, second = HashRing(cluster.origins, cluster.replicas).locations(digest)
+    first, _second = HashRing(cluster.origins, cluster.replicas).locations(digest)
     victim = f"origin-{origin_index(cluster, first)}"
     cluster.procs[victim].signal(signal.SIGKILL)
     cluster.procs[victim].popen.wait(10)
@@ -204,6 +206,21 @@ def test_download_through_fresh_agent_succeeds_with_one_of_two_replicas_killed(a
 
 
 # 3. Redis lost: killed, started again empty.
+
+def swarm(cluster: Cluster, ns: str, digest: Digest) -> set[str]:
+    """Addresses of the peers the tracker hands out for a blob (asked by a passer-by that
+    leaves again at once)."""
+    tracker = f"http://{cluster.trackers[0]}"
+    torrent = requests.get(f"{tracker}/namespace/{quote(ns, safe='')}/blobs/{digest}/metainfo", timeout=10)
+    assert torrent.status_code == 200, torrent.text
+    infohash = Metainfo.from_torrent(torrent.content, expect=digest).infohash
+    peer_id = b"-FT0001-" + os.urandom(6).hex().encode()
+    query = {"info_hash": infohash, "peer_id": peer_id, "port": 1, "left": 1, "compact": 0}
+    resp = requests.get(f"{tracker}/announce", params=query, timeout=10)
+    requests.get(f"{tracker}/announce", params={**query, "event": "stopped"}, timeout=10)
+    assert resp.status_code == 200, resp.content
+    return {p[b"ip"].decode() for p in bencode.decode(resp.content)[b"peers"]}
+
 
 def test_redis_killed_and_restarted_empty_agents_reannounce_and_tags_come_back(all_up, backend, tmp_path):
     cluster = all_up
@@ -238,6 +255,10 @@ def test_redis_killed_and_restarted_empty_agents_reannounce_and_tags_come_back(a
     assert sha(resp.content) == old_digest.hex
     elapsed = time.monotonic() - started
     assert elapsed < 50, f"downloads after the flush took {elapsed:.1f}s"
+    # Agent 0 had the old blob before the flush and announced it again on its own.
+    agent0 = cluster.agents[0]["server"].split(":")[0]
+    wait_for(lambda: agent0 in swarm(cluster, PLAIN, old_digest), 30, "agent 0's announce after the flush",
+             interval=1)
     # The tag Redis lost is read back from the storage backend.
     resp = requests.get(f"{bi}/tags/{tag}", timeout=10)
     assert resp.status_code == 200, resp.text
@@ -253,7 +274,7 @@ def _mount_tmpfs(path: Path, size: str) -> None:
 
 def _unmount(path: Path) -> None:
     for args in (["umount", str(path)], ["umount", "-l", str(path)]):
-        if subprocess.run(args, capture_output=True, timeout=10).returncode == 0:
+        if subprocess.run(args, check=False, capture_output=True, timeout=10).returncode == 0:
             return
 
 
