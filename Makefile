@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-system-deps: ## Install the Debian packages the cluster, tests and benchmarks use (redis-server, aria2, iproute2)
+system-deps: ## Install the Debian packages the cluster, tests and benchmarks use (redis-server, aria2, iproute2, docker.io, skopeo, docker-registry, busybox-static, nginx-light)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair#*:}" >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
