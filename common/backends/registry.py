@@ -33,7 +33,9 @@ class RegistryBackend(Backend):
         self.timeout = (min(timeout, 5.0), timeout)
         self.auth = (username, password) if username else None
         self.http = requests.Session()
-        self.http.verify = verify_tls
+        # Passed on every request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the
+        # environment override Session.verify, which would silently turn verify_tls=False back on.
+        self.verify = verify_tls
         self.tokens: dict[str, str] = {}
         self.lock = threading.Lock()
 
@@ -44,7 +46,7 @@ class RegistryBackend(Backend):
             token = self.tokens.get(scope)
             auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
             try:
-                resp = self.http.request(method, self.base + path, timeout=self.timeout,
+                resp = self.http.request(method, self.base + path, timeout=self.timeout, verify=self.verify,
                                          headers={**headers, **auth_headers},
                                          auth=None if token else self.auth, **kwargs)
             except requests.RequestException as exc:
@@ -64,13 +66,17 @@ class RegistryBackend(Backend):
             return False
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         try:
-            token_resp = self.http.get(params["realm"], params=query, auth=self.auth, timeout=self.timeout)
+            token_resp = self.http.get(params["realm"], params=query, auth=self.auth, timeout=self.timeout,
+                                       verify=self.verify)
         except requests.RequestException as exc:
             raise BackendError(f"registry token service unreachable: {exc}") from None
         if token_resp.status_code != 200:
             raise BackendError(f"registry token service: HTTP {token_resp.status_code}")
-        body = token_resp.json()
-        token = body.get("token") or body.get("access_token")
+        try:
+            body = token_resp.json()
+        except ValueError:
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not token:
             raise BackendError("registry token service answered without a token")
         with self.lock:
