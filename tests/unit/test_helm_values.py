@@ -123,7 +123,7 @@ def test_backend_examples_in_values_build(values):
     from common.backends import Manager
 
     text = (CHART / "values.yaml").read_text()
-    blocks = re.findall(r"^( +)# backends:\n((?:\1#   .*\n)+)", text, re.M)
+    blocks = re.findall(r"^( +)# backends:\n((?:\1#   .*\n)+)", text, re.MULTILINE)
     assert len(blocks) >= 2, "expected commented backends examples for origin and buildindex"
     for indent, body in blocks:
         rules = yaml.safe_load("\n".join(line[len(indent) + 2:] for line in body.splitlines()))
@@ -192,7 +192,7 @@ def test_values_list_the_generated_keys_at_the_top(component):
     """The header of values.yaml names every generated key of every component."""
     text = (CHART / "values.yaml").read_text()
     header = text[:text.index("\nimage:")]
-    section = re.search(rf"^#   {component}:(.*?)(?=^#   \w+:|^# Maps merge)", header, re.S | re.M)
+    section = re.search(rf"^#   {component}:(.*?)(?=^#   \w+:|^# Maps merge)", header, re.DOTALL | re.MULTILINE)
     assert section, f"values.yaml header does not list {component}'s generated keys"
     for key in GENERATED[component]:
         assert re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", section.group(1)), (component, key)
@@ -244,7 +244,7 @@ def test_template_blocks_balance():
     """Every {{ if / with / range / define }} has its {{ end }} (a missing one only shows when
     helm renders)."""
     for name, text in _templates().items():
-        actions = re.findall(r"\{\{-?\s*(/\*.*?\*/|\S+)", text, re.S)
+        actions = re.findall(r"\{\{-?\s*(/\*.*?\*/|\S+)", text, re.DOTALL)
         depth = 0
         for word in actions:
             if word in ("if", "with", "range", "define", "block"):
@@ -277,7 +277,7 @@ NGINX_CONF = CHART / "files" / "nginx.conf"
 
 def test_nginx_conf_suits_a_registry():
     conf = NGINX_CONF.read_text()
-    directives = {re.sub(r"\s+", " ", d.strip()) for d in re.findall(r"^\s*([a-z_]+ [^;{]*);", conf, re.M)}
+    directives = {re.sub(r"\s+", " ", d.strip()) for d in re.findall(r"^\s*([a-z_]+ [^;{]*);", conf, re.MULTILINE)}
     for d in ("client_max_body_size 0", "proxy_request_buffering off", "proxy_buffering off",
               "chunked_transfer_encoding on", "proxy_http_version 1.1", "proxy_set_header Host $http_host",
               "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for",
