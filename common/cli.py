@@ -61,7 +61,8 @@ def cmd_devcluster(args) -> int:
     from common.devcluster import Cluster
 
     cluster = Cluster(args.workdir, agents=args.agents, origins=args.origins, replicas=args.replicas,
-                      trackers=args.trackers, build_index=args.build_index, proxy=not args.no_proxy)
+                      trackers=args.trackers, build_index=args.build_index, proxy=not args.no_proxy,
+                      backend=args.backend)
     stopping = threading.Event()
 
     def _stop(signum, frame):
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--trackers", type=int, default=1)
     d.add_argument("--build-index", type=int, default=1, help="build-index instances (sharing the redis)")
     d.add_argument("--no-proxy", action="store_true", help="leave the proxy out")
+    d.add_argument("--backend", choices=("fs", "none"), default="fs",
+                   help="storage backend of origins and build-index: a directory in the workdir (fs), or none")
     d.add_argument("--workdir", default=".devcluster")
     d.set_defaults(fn=cmd_devcluster)
 

@@ -103,6 +103,7 @@ class Cluster:
         trackers: int = 1,
         build_index: int = 1,
         proxy: bool = True,
+        backend: str = "fs",
         tracker_config: dict | None = None,
         origin_config: dict | None = None,
         agent_config: dict | None = None,
@@ -118,6 +119,12 @@ class Cluster:
             raise ValueError("the proxy needs build-index: start at least one, or no proxy")
         self.n_build_index = build_index
         self.with_proxy = proxy
+        # The storage backend origins and build-index write back to and refresh from: "fs"
+        # (a directory in the workdir, shared by all, like a NAS) or "none" (local disks
+        # only). Other backends come through origin_config / build_index_config `backends`.
+        if backend not in ("fs", "none"):
+            raise ValueError(f"backend must be 'fs' or 'none', not {backend!r}")
+        self.backend = backend
         self.overrides = {"tracker": tracker_config or {}, "origin": origin_config or {},
                           "agent": agent_config or {}, "buildindex": build_index_config or {},
                           "proxy": proxy_config or {}}
@@ -172,6 +179,8 @@ class Cluster:
         self.agents = [{"server": f"{h}:{p}", "registry": f"{rh}:{rp}"}
                        for (h, p), (rh, rp) in zip(agents, registries)]
         ring = {"members": self.origins, "replicas": self.replicas}
+        backends = ([{"namespace": ".*", "backend": "fs", "fs": {"root": str(self.workdir / "backend")}}]
+                    if self.backend == "fs" else [])
         redis_dir = self.workdir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
         _, prefix = self.hosts.place("redis", 0)
@@ -194,10 +203,12 @@ class Cluster:
                 "server": {"host": h, "port": p}, "ring": ring, "trackers": self.trackers,
                 "store": {"root": str(self.workdir / f"origin-{i}")},
                 "torrent": {"listen_ip": h, "port": self.hosts.port(h)},
+                "backends": backends,
             })
         for i, (h, p) in enumerate(build_index):
             self._component("buildindex", i, {
                 "server": {"host": h, "port": p}, "redis": {"addr": self.redis_addr}, "origins": ring,
+                "backends": backends, "state_dir": str(self.workdir / f"buildindex-{i}"),
             })
         if proxy:
             self._component("proxy", 0, {
@@ -260,7 +271,9 @@ class Cluster:
 
     def info(self) -> dict:
         return {"redis": self.redis_addr, "trackers": self.trackers, "origins": self.origins,
-                "build_index": self.build_index, "proxy": self.proxy, "agents": self.agents}
+                "build_index": self.build_index, "proxy": self.proxy, "agents": self.agents,
+                # Not in API.md's shape: where the fs storage backend keeps blobs and tags.
+                "backend": str(self.workdir / "backend") if self.backend == "fs" else None}
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):

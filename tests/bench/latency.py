@@ -75,7 +75,7 @@ def start_cluster(root: Path, agents: int, rate: int, link: str):
         netns.enter(network.hub)
     lt_rate = rate if link == "limiter" else 0
     torrent = {"torrent": {"upload_rate_limit": lt_rate, "download_rate_limit": lt_rate}}
-    cluster = Cluster(root, agents=agents, origins=1, replicas=1, hosts=hosts,
+    cluster = Cluster(root, agents=agents, origins=1, replicas=1, hosts=hosts, backend="none",
                       origin_config=torrent, agent_config=torrent)
     try:
         cluster.start()

@@ -82,7 +82,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="kraken-registry-bench-"))
-    cluster = Cluster(root / "cluster", agents=1, origins=args.origins, replicas=args.replicas)
+    # No storage backend: the reference registry writes each blob once to its disk; the
+    # origins already write theirs to `replicas` disks.
+    cluster = Cluster(root / "cluster", agents=1, origins=args.origins, replicas=args.replicas, backend="none")
     reference = ReferenceRegistry(root / "reference")
     dockerd = Dockerd()
     rounds = []

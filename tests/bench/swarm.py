@@ -222,7 +222,7 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
         network.create_hub()
         hosts = netns.NetnsHosts(network)
         netns.enter(network.hub)  # this thread talks to the cluster from the hub
-    cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1, hosts=hosts,
+    cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1, hosts=hosts, backend="none",
                       **cluster_overrides(rate if args.link == "limiter" else 0, mode == "baseline", args.budget,
                                         args.lt, args.announce, args.origin_lt))
     try:

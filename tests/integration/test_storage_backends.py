@@ -173,3 +173,13 @@ def test_agent_with_wiped_disk_and_wiped_origins_still_downloads(backed, backend
     resp = fetch(backed, 1, digest)
     assert resp.status_code == 200, resp.text
     assert resp.content == data
+
+
+def test_dev_cluster_writes_back_to_its_fs_backend_by_default(cluster, tmp_path):
+    info = cluster.info()
+    assert info["backend"] == str(cluster.workdir / "backend")
+    data = os.urandom(100_000)
+    digest = upload(cluster, data, tmp_path, "default")
+    path = cluster.workdir / "backend" / keys.blob(digest)
+    wait_for(path.exists, 20, "write-back to the dev cluster's fs backend")
+    assert path.read_bytes() == data
