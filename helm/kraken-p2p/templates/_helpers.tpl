@@ -228,7 +228,7 @@ read-only and the image's user does not matter.
   command:
     - nginx
     - -p
-    - /var/run/nginx/
+    - /var/lib/kraken-nginx/
     - -e
     - stderr
     - -c
@@ -253,7 +253,7 @@ read-only and the image's user does not matter.
       mountPath: /etc/nginx/kraken
       readOnly: true
     - name: nginx-run
-      mountPath: /var/run/nginx
+      mountPath: /var/lib/kraken-nginx
 {{- end -}}
 
 {{/* The sidecar's volumes (volumes items). */}}
