@@ -48,7 +48,7 @@ def faulty(tmp_path_factory, backend):
     fast = {"base_delay": 0.2, "max_delay": 1.0}
     state = tmp_path_factory.mktemp("faults-buildindex")
     c = Cluster(
-        tmp_path_factory.mktemp("faults"), agents=3, origins=3, replicas=2, proxy=False,
+        tmp_path_factory.mktemp("faults"), agents=3, origins=3, replicas=2, proxy=False, backend="none",
         # A replica that was down a while still gets its copy once it is back.
         origin_config={"backends": rules, "writeback": fast, "replication": {"attempts": 10, "backoff": 0.5}},
         # Tags of any digest (no manifest check), written back to the same backend.
