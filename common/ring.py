@@ -92,7 +92,10 @@ class ActiveHealthCheck:
         results = {}
         for member in self.members:
             try:
-                ok = http.get(f"http://{member}{self.path}", timeout=(min(1.0, self.timeout), self.timeout)).status_code == 200
+                # No keep-alive: an idle connection held open to every fellow member would
+                # make each one's graceful shutdown wait for it.
+                ok = http.get(f"http://{member}{self.path}", headers={"Connection": "close"},
+                              timeout=(min(1.0, self.timeout), self.timeout)).status_code == 200
             except requests.RequestException:
                 ok = False
             (self.health.succeeded if ok else self.health.failed)(member)

@@ -133,7 +133,7 @@ class BlobManager:
             if attempt + 1 >= self.replication.attempts:
                 log.error("giving up replicating %s to %s: %s", digest, addr, exc)
                 return
-            delay = self.replication.backoff * 2**attempt
+            delay = min(self.replication.max_backoff, self.replication.backoff * 2**attempt)
             log.warning("replicating %s to %s failed (%s); retry in %.1fs", digest, addr, exc, delay)
             gevent.sleep(delay)
             self._replicas.put((namespace, digest, addr, attempt + 1))

@@ -156,7 +156,10 @@ class ClusterClient:
     def _each(self, digest: Digest, call):
         """Calls `call(client)` on each replica until one answers. NotFound from one
         replica is not final while others may hold the blob."""
+        # Healthy replicas first (with stand-ins for unhealthy ones), then the true replicas
+        # that were marked unhealthy: a member that just came back may be the only holder.
         addrs = self.ring.locations(digest)
+        addrs += [a for a in self.ring.ranked(digest)[: self.ring.replicas] if a not in addrs]
         errors: list[KrakenError] = []
         for addr in addrs:
             try:

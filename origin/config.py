@@ -15,8 +15,12 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class ReplicationConfig:
-    attempts: int = 5
+    # A fellow replica that is down is retried for about 20 minutes (1, 2, 4 ... s, at most
+    # max_backoff apart) before its copy is given up on; with a storage backend it would
+    # still refresh the blob when asked.
+    attempts: int = 16
     backoff: float = 1.0  # seconds, doubled per attempt
+    max_backoff: float = 120.0
 
 
 @dataclass(frozen=True)
