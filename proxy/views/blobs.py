@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Response, current_app, request, stream_with_context
 
-from common.errors import NotFound, Pending
+from common.errors import NotFound, Pending, Unavailable
 from common.oci import RegistryError, parse_digest
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
@@ -16,6 +20,16 @@ def stat(name: str, digest) -> int:
         return current_app.extensions["origins"].stat(name, digest)
     except NotFound:
         raise RegistryError("BLOB_UNKNOWN", detail=str(digest)) from None
+    except Unavailable as exc:
+        # `docker push` HEADs every blob before uploading it. An origin lacking the blob asks
+        # the storage backend, and a backend that is down makes that a 5xx, which would fail
+        # the push although the origins (and the write-back queue) can take the upload. As
+        # Kraken's proxy does, a HEAD then answers "unknown" and the client uploads the blob
+        # again; a GET still says the truth (503).
+        if request.method == "HEAD":
+            log.info("HEAD %s: origins unavailable, answering BLOB_UNKNOWN: %s", digest, exc)
+            raise RegistryError("BLOB_UNKNOWN", detail=str(digest)) from None
+        raise
     except Pending:
         raise RegistryError("UNAVAILABLE", "blob is being fetched from storage; retry", detail=str(digest),
                             headers={"Retry-After": "1"}) from None

@@ -8,7 +8,7 @@ import logging
 
 from flask import Response, current_app, request
 
-from common.errors import NotFound, Pending
+from common.errors import NotFound, Pending, Unavailable
 from common.oci import NAME_RE, RegistryError, parse_digest
 from proxy.uploads import Upload, UploadStore
 
@@ -34,7 +34,9 @@ def _in_ring(name: str, digest) -> bool:
         current_app.extensions["origins"].stat(name, digest)
     except Pending:
         return True  # an origin is fetching it from its backend: it exists
-    except NotFound:
+    except (NotFound, Unavailable):
+        # Unavailable: no origin could say (its storage backend is down, say). A mount is
+        # only a shortcut, so the client uploads the blob instead of the push failing.
         return False
     return True
 
