@@ -20,6 +20,12 @@ UPLOAD_CHUNK = 32 << 20
 _TIMEOUT = (3, 120)
 
 
+class Unreachable(Unavailable):
+    """The origin did not answer at all (refused, reset, timed out). Only this counts
+    against its health: a 5xx it answers (its storage backend is down, say) means the
+    origin itself is alive."""
+
+
 def _ns(namespace: str) -> str:
     return quote(namespace, safe="")
 
@@ -55,7 +61,7 @@ class OriginClient:
         try:
             return self.http.request(method, self.base + path, **kwargs)
         except requests.RequestException as exc:
-            raise Unavailable(f"origin {self.addr} unreachable: {exc}") from None
+            raise Unreachable(f"origin {self.addr} unreachable: {exc}") from None
 
     def stat(self, namespace: str, digest: Digest) -> int:
         resp = self._request("HEAD", f"/namespace/{_ns(namespace)}/blobs/{digest}")
@@ -165,7 +171,8 @@ class ClusterClient:
             try:
                 result = call(self.client(addr))
             except Unavailable as exc:
-                self.ring.health.failed(addr)
+                if isinstance(exc, Unreachable):
+                    self.ring.health.failed(addr)
                 errors.append(exc)
                 continue
             except (NotFound, Pending) as exc:
