@@ -85,24 +85,6 @@ class Download:
         self.done = gevent.event.AsyncResult()
         self.started = time.monotonic()
         self.marks: dict[str, float] = {}  # phase -> monotonic time, for the log
-        # Pieces [0, checked) have been read back from disk and matched their SHA-1 by the
-        # in-order verifier; `tick` fires each time `checked` grows.
-        self.checked = 0
-        self.tick = gevent.event.Event()
-
-    def advance(self, checked: int) -> None:
-        self.checked = checked
-        tick, self.tick = self.tick, gevent.event.Event()
-        tick.set()
-
-    def wait_checked(self, index: int) -> bool:
-        """Waits while the verifier is working on piece `index` (its next piece); True once
-        the piece is checked, False if the verifier stopped (the download failed)."""
-        while self.checked <= index:
-            if self.done.ready() or self.verified.ready():
-                return self.checked > index
-            self.tick.wait(1.0)
-        return True
 
     @property
     def infohash(self) -> str | None:
@@ -180,16 +162,7 @@ class Downloader:
                 if f is None:
                     # The descriptor follows the file when it moves into the cache.
                     f = open_when_present(dl.partial, self.store.path(dl.digest))
-                # A stream in step with the verifier reuses its check instead of hashing the
-                # piece a second time; one ahead of it (a Range, or pieces that arrived out
-                # of order) checks the piece itself.
-                if index == dl.checked:
-                    dl.wait_checked(index)
-                if index < dl.checked:
-                    offset, length = meta.piece_span(index)
-                    data = in_thread(os.pread, f.fileno(), length, offset)
-                else:
-                    data = in_thread(read_verified, f, meta, index)
+                data = in_thread(read_verified, f, meta, index)
                 offset = index * meta.piece_length
                 yield data[max(start - offset, 0) : end - offset]
         finally:
@@ -263,7 +236,6 @@ class Downloader:
                     end += 1
                 in_thread(_hash_pieces, f, meta, range(index, end), h)
                 index = end
-                dl.advance(end)
             actual = Digest(h.hexdigest())
             if actual != dl.digest:
                 # Every piece matched its SHA-1, so the metainfo itself must be wrong.
