@@ -58,8 +58,8 @@ bench-registry: deps ## docker push/cold pull of a ~200 MiB image: proxy and age
 bench-latency: deps ## Cold 1 MiB blob through an agent vs a direct origin GET, and time to first byte (BENCH_ARGS="--link netns")
 	$(VENV)/bin/python -m tests.bench.latency $(BENCH_ARGS)
 
-lint: deps ## ruff check
-	$(VENV)/bin/pip install -q ruff && $(VENV)/bin/ruff check .
+lint: deps ## ruff check (rules in pyproject.toml)
+	$(VENV)/bin/pip install -q ruff==0.17.6 && $(VENV)/bin/ruff check .
 
 clean: ## Remove the venv and dev-cluster state
 	rm -rf $(VENV) .devcluster bench-results

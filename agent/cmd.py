@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlencode
 
-from common import server
 from agent.config import AgentConfig
+from common import server
 
 HERE = Path(__file__).parent
 

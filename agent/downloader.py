@@ -19,6 +19,7 @@ from pathlib import Path
 import gevent
 import gevent.event
 
+from agent.config import DownloadConfig
 from common.concurrency import in_thread
 from common.digest import Digest
 from common.errors import DownloadError, Pending
@@ -27,8 +28,6 @@ from torrents.metainfo import Metainfo
 from torrents.seeder import EMPTY, Seeder
 from torrents.session import TorrentSession
 from tracker.client import TrackerClient
-
-from agent.config import DownloadConfig
 
 log = logging.getLogger(__name__)
 

@@ -118,7 +118,8 @@ def cmd_fetch(args) -> int:
 
     def get():
         try:
-            result["resp"] = requests.get(f"{base}/namespace/{quote(args.namespace, safe='')}/blobs/{digest}", stream=True,
+            url = f"{base}/namespace/{quote(args.namespace, safe='')}/blobs/{digest}"
+            result["resp"] = requests.get(url, stream=True,
                                           timeout=(3, args.timeout))
         except requests.RequestException as exc:
             result["error"] = exc

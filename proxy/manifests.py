@@ -5,7 +5,6 @@ ring, so a tag never points at an image that cannot be pulled."""
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Callable
 from pathlib import Path
 

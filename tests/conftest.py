@@ -37,7 +37,7 @@ def redis_server(tmp_path_factory):
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError("redis-server did not start")
+                raise RuntimeError("redis-server did not start") from None
             time.sleep(0.05)
     yield f"127.0.0.1:{port}"
     proc.terminate()

@@ -20,7 +20,8 @@ def create_app(config: TrackerConfig, *, peer_store: PeerStore, metainfo_cache: 
         metainfo_cache=metainfo_cache,
         origins=origins,
         metrics_announces=metrics.counter("kraken_tracker_announces_total", "Announces by event.", ["event"]),
-        metrics_metainfo=metrics.counter("kraken_tracker_metainfo_total", "Metainfo requests by cache result.", ["cache"]),
+        metrics_metainfo=metrics.counter("kraken_tracker_metainfo_total", "Metainfo requests by cache result.",
+                                         ["cache"]),
     )
     install_error_handler(app)
     trust_proxies(app, config.server.trusted_proxies)

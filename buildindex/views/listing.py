@@ -8,8 +8,8 @@ from urllib.parse import quote, urlencode
 
 from flask import Blueprint, current_app, jsonify, request
 
-from common.errors import KrakenError
 from buildindex.views.params import check_prefix, check_repo, check_tag, paging
+from common.errors import KrakenError
 
 bp = Blueprint("listing", __name__)
 

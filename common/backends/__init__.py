@@ -62,7 +62,7 @@ class Backend(ABC):
 
         self.upload(namespace, key, io.BytesIO(data), len(data))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         pass
 
 

@@ -69,7 +69,7 @@ class FSBackend(Backend):
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root
         found = []
-        for dirpath, dirnames, filenames in os.walk(start):
+        for dirpath, _dirnames, filenames in os.walk(start):
             for name in filenames:
                 if name.startswith(".upload-"):
                     continue

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -159,7 +158,8 @@ def main(argv=None) -> int:
             results["cold_small_blob"] = r = cold_small(args, root)
             print(f"cold 1 MiB blob ({args.link}, rate {args.rate:g} MiB/s): direct GET from the origin p50 "
                   f"{r['direct_ms']['p50']:.1f} ms p90 {r['direct_ms']['p90']:.1f} ms; through an agent p50 "
-                  f"{r['agent_ms']['p50']:.1f} ms p90 {r['agent_ms']['p90']:.1f} ms; ratio of p50s {r['ratio_p50']:.2f}x",
+                  f"{r['agent_ms']['p50']:.1f} ms p90 {r['agent_ms']['p90']:.1f} ms; "
+                  f"ratio of p50s {r['ratio_p50']:.2f}x",
                   flush=True)
         if "ttfb" not in args.skip:
             results["first_byte"] = r = first_byte(args, root)

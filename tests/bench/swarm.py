@@ -449,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.out / f"swarm-{stamp}.json", args.out / f"swarm-{stamp}.png"
     params = {
-        "agents": args.agents, "link": args.link, "libtorrent_settings": args.lt, "origin_libtorrent_settings": args.origin_lt, "announce": args.announce, "rate_mib_s": args.rate, "rate_bytes_s": int(args.rate * MiB),
+        "agents": args.agents, "link": args.link, "libtorrent_settings": args.lt,
+        "origin_libtorrent_settings": args.origin_lt, "announce": args.announce, "rate_mib_s": args.rate,
+        "rate_bytes_s": int(args.rate * MiB),
         "size_mib": args.size, "size_bytes": int(args.size * MiB), "digest": str(digest),
         "ideal_seconds": args.size / args.rate if args.rate > 0 else None, "modes": modes,
         "budget_seconds": args.budget, "percentiles": "nearest-rank", "timestamp": stamp,

@@ -109,7 +109,8 @@ def test_blob_served_from_cache_honours_range_and_delete_drops_it(cluster, tmp_p
     wait_for(lambda: requests.get(f"http://{cluster.agents[4]['server']}/blobs/{digest}/status",
                                   timeout=5).json()["state"] == "cached", 10, "the blob to be cached")
     assert requests.delete(f"http://{cluster.agents[4]['server']}/blobs/{digest}", timeout=5).status_code == 200
-    assert requests.get(f"http://{cluster.agents[4]['server']}/blobs/{digest}/status", timeout=5).json()["state"] == "absent"
+    status = requests.get(f"http://{cluster.agents[4]['server']}/blobs/{digest}/status", timeout=5).json()
+    assert status["state"] == "absent"
     # Gone from the cache, it comes back over P2P.
     assert requests.get(url, timeout=30).content == data
 

@@ -83,7 +83,8 @@ class Nginx:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise AssertionError(f"nginx not listening on {self.addr} after {timeout}s:\n{self._logs()}")
+                    message = f"nginx not listening on {self.addr} after {timeout}s:\n{self._logs()}"
+                    raise AssertionError(message) from None
                 time.sleep(0.05)
 
     def _logs(self) -> str:

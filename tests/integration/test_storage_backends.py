@@ -3,7 +3,6 @@ and refresh from, an HTTP file-server backend (testfs, a real process we can kil
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time

@@ -76,4 +76,5 @@ def test_download_that_fails_midway_cuts_the_stream_and_caches_nothing(slow_clus
     assert 0 < got < len(data), got
     wait_for(lambda: status(slow_cluster, 0, digest)["state"] == "absent", 20, "the failed download to be dropped")
     # Once the source is back, a new request succeeds.
-    assert hashlib.sha256(requests.get(agent_url(slow_cluster, 0, digest), timeout=60).content).hexdigest() == digest.hex
+    body = requests.get(agent_url(slow_cluster, 0, digest), timeout=60).content
+    assert hashlib.sha256(body).hexdigest() == digest.hex

@@ -184,7 +184,8 @@ def test_registry_backend_reads_blobs_manifests_and_tags(upstream):
     layer_d, config_d = push_blob(upstream, repo, layer), push_blob(upstream, repo, config)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(config_d), "size": len(config)},
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(config_d),
+                   "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": str(layer_d), "size": len(layer)}],
     }).encode()
     resp = requests.put(f"http://{upstream}/v2/{repo}/manifests/v1", data=manifest,

@@ -403,7 +403,8 @@ def test_docker_list_by_tag_for_old_clients_is_the_amd64_manifest(env):
     for m in (arm, amd):
         client.put(f"/v2/r/manifests/{sha(m)}", data=m, headers={"Content-Type": DOCKER_MANIFEST})
     doc = {"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
-        {"mediaType": DOCKER_MANIFEST, "digest": sha(m), "size": len(m), "platform": {"architecture": arch, "os": "linux"}}
+        {"mediaType": DOCKER_MANIFEST, "digest": sha(m), "size": len(m),
+         "platform": {"architecture": arch, "os": "linux"}}
         for m, arch in ((arm, "arm64"), (amd, "amd64"))]}
     body = json.dumps(doc).encode()
     assert client.put("/v2/r/manifests/multi", data=body, headers={"Content-Type": DOCKER_LIST}).status_code == 201
