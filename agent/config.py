@@ -58,6 +58,13 @@ class ImagesConfig:
     tag_ttl: float = 5.0
     # Blobs one preload downloads at the same time.
     preload_concurrency: int = 8
+    # A GET of an image manifest starts the download of every blob it names at once: the
+    # client asks for them next anyway, and docker fetches at most 3 layers at a time.
+    # Measured (make bench-registry, 200 MiB in 4 layers, cold pull through the agent, two
+    # runs each): 3.17 s and 2.94 s with it, 3.58 s and 3.36 s without. The price: a client
+    # that reads a manifest but already has the layers (a re-pull of an unchanged image)
+    # still has this agent fetch any of them it lacks.
+    warm_on_manifest: bool = True
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,20 @@ class Images:
         except oci.RegistryError as exc:
             raise NotAManifest(f"{digest} is not a manifest: {exc.message}") from None
 
+    def warm(self, repo: str, manifest: oci.Manifest) -> int:
+        """Starts (without waiting) the download of every blob an image manifest names and
+        this host lacks; returns how many were started. Failures are the downloads' own
+        business: the client's request for the blob reports them."""
+        if manifest.is_index:
+            return 0
+        started = 0
+        for blob in dict.fromkeys(manifest.blobs):
+            try:
+                started += not isinstance(self.downloader.get(repo, blob), Path)
+            except KrakenError as exc:
+                log.info("warming %s@%s: %s", repo, blob, exc)
+        return started
+
     def preload(self, tag: str) -> Digest:
         """Resolves `repo:tag` now and fetches its manifest and every blob in the background
         (for an index: every platform's manifest and blobs). One preload per image at a time."""

@@ -92,6 +92,8 @@ def manifest(name: str, reference: str) -> Response:
     except NotFound:
         raise oci.RegistryError("MANIFEST_UNKNOWN", f"manifest unknown: {name}@{digest}",
                                 detail={"name": name, "digest": str(digest)}) from None
+    if request.method == "GET" and images.cfg.warm_on_manifest:
+        images.warm(name, parsed)
     headers = {"Docker-Content-Digest": str(digest), "ETag": f'"{digest}"'}
     # The body is the blob as stored, byte for byte: its digest is the manifest's.
     return Response(body, headers=headers, content_type=parsed.media_type)

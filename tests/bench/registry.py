@@ -78,13 +78,16 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="each round builds a fresh image (cold everywhere)")
     p.add_argument("--origins", type=int, default=3)
     p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--no-warm", action="store_true",
+                   help="agent: do not start an image's blob downloads when its manifest is read")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="kraken-registry-bench-"))
     # No storage backend: the reference registry writes each blob once to its disk; the
     # origins already write theirs to `replicas` disks.
-    cluster = Cluster(root / "cluster", agents=1, origins=args.origins, replicas=args.replicas, backend="none")
+    cluster = Cluster(root / "cluster", agents=1, origins=args.origins, replicas=args.replicas, backend="none",
+                      agent_config={"images": {"warm_on_manifest": not args.no_warm}})
     reference = ReferenceRegistry(root / "reference")
     dockerd = Dockerd()
     rounds = []

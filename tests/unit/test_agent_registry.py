@@ -56,6 +56,7 @@ class FakeDownloader:
     def __init__(self, root):
         self.root = root
         self.ensured: list[tuple[str, Digest]] = []
+        self.asked: list[Digest] = []
 
     def add(self, data: bytes) -> Digest:
         d = Digest.of_bytes(data)
@@ -63,6 +64,7 @@ class FakeDownloader:
         return d
 
     def get(self, namespace: str, digest: Digest):
+        self.asked.append(digest)
         path = self.root / digest.hex
         if not path.exists():
             raise NotFound(f"blob {digest} not found")
@@ -371,3 +373,14 @@ def test_registry_port_config():
 
     assert binds(configlib.build(AgentConfig, {"registry": {"port": 0}})) == ["127.0.0.1:7605"]
     assert binds(AgentConfig()) == ["127.0.0.1:7605", "127.0.0.1:7607"]
+
+
+def test_get_of_an_image_manifest_starts_every_blob_download_head_does_not(client, dl, index):
+    image = Image(dl)
+    index.tags["library/app:1"] = image.digest
+    dl.asked.clear()
+    assert client.head("/v2/library/app/manifests/1").status_code == 200
+    assert set(dl.asked) == {image.digest}
+    dl.asked.clear()
+    assert client.get("/v2/library/app/manifests/1").status_code == 200
+    assert set(dl.asked) == {image.digest, *image.blobs}
