@@ -5,7 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages and a binary each provides, so installed ones are not fetched again.
+# Debian packages and a binary each provides; a package is installed unless both are there
+# (a dynamic busybox also provides /bin/busybox, but test images need busybox-static's).
 SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c iproute2:tc \
   docker.io:dockerd skopeo:skopeo docker-registry:docker-registry busybox-static:/bin/busybox \
   nginx-light:nginx
@@ -19,7 +20,8 @@ help: ## Show the targets
 
 system-deps: ## Install the Debian packages the cluster, tests and benchmarks use (redis-server, aria2, iproute2, docker.io, skopeo, docker-registry, busybox-static, nginx-light)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
-	  command -v "$${pair#*:}" >/dev/null || missing="$$missing $${pair%%:*}"; done; \
+	  command -v "$${pair#*:}" >/dev/null && dpkg -s "$${pair%%:*}" >/dev/null 2>&1 \
+	    || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
