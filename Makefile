@@ -13,7 +13,7 @@ SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c iproute2:tc \
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm bench-latency bench-registry lint clean
+.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm bench-bare bench-latency bench-registry lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-swarm: deps ## Swarm benchmark: 1 origin, N agents at a per-host cap (BENC
 
 bench-registry: deps ## docker push/cold pull of a ~200 MiB image: proxy and agent vs docker-registry (BENCH_ARGS="--size 200")
 	tests/isolated.sh $(VENV)/bin/python -m tests.bench.registry $(BENCH_ARGS)
+
+bench-bare: deps ## Stock libtorrent swarm with kraken's settings, no kraken code on the path (BENCH_ARGS="--agents 20 --size 256 --seeder-queue 8")
+	$(VENV)/bin/python -m tests.bench.bare $(BENCH_ARGS)
 
 bench-latency: deps ## Cold 1 MiB blob through an agent vs a direct origin GET, and time to first byte (BENCH_ARGS="--link netns")
 	$(VENV)/bin/python -m tests.bench.latency $(BENCH_ARGS)

@@ -1,0 +1,181 @@
+"""Stock libtorrent baseline for the swarm benchmark: one seeder and N leechers, each a bare
+`libtorrent.session` in its own process on its own 127.0.0.x address, a minimal in-process
+HTTP tracker handing every peer all the others, every host capped at R by libtorrent's
+limiter. None of kraken's code is on the path except the metainfo builder, so the figure is
+what libtorrent itself reaches on this machine with the settings kraken uses.
+
+    .venv/bin/python -m tests.bench.bare [--agents 20] [--size 256] [--rate 8] [--seeder-queue 2000]
+
+Prints the same columns as `make bench-swarm` (fraction of the per-host maximum at p50 and
+for the slowest leecher, seeder upload in blob copies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote_to_bytes, urlsplit
+
+MiB = 1 << 20
+
+
+# The tracker: every announce returns all other peers of the torrent, compact.
+def serve_tracker() -> tuple[ThreadingHTTPServer, str]:
+    from common import bencode
+
+    peers: dict[bytes, dict[bytes, tuple[str, int]]] = {}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            q = {}
+            for part in urlsplit(self.path).query.split("&"):
+                key, _, value = part.partition("=")
+                q.setdefault(unquote_to_bytes(key), []).append(unquote_to_bytes(value))
+            infohash, peer_id = q[b"info_hash"][0], q[b"peer_id"][0]
+            ip = q.get(b"ip", [self.client_address[0].encode()])[0].decode()
+            port = int(q[b"port"][0])
+            with lock:
+                swarm = peers.setdefault(infohash, {})
+                swarm[peer_id] = (ip, port)
+                others = [addr for pid, addr in swarm.items() if pid != peer_id]
+            compact = b"".join(bytes(map(int, h.split("."))) + p.to_bytes(2, "big") for h, p in others)
+            body = bencode.encode({"interval": 15, "min interval": 15, "peers": compact})
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/announce"
+
+
+# One peer process.
+def run_peer(args) -> None:
+    import libtorrent as lt
+
+    rate = int(args.rate * MiB)
+    ses = lt.session({
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+        "listen_interfaces": f"{args.ip}:0", "outgoing_interfaces": args.ip, "announce_ip": args.ip,
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True, "min_announce_interval": 15,
+        "upload_rate_limit": rate, "download_rate_limit": rate,
+        # The tuned settings of LIBTORRENT-NOTES (kraken uses the same).
+        "tick_interval": 50, "whole_pieces_threshold": 0, "request_queue_time": 1,
+        "max_allowed_in_request_queue": args.queue,
+    })
+    everyone = lt.ip_filter()
+    everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+    ses.set_peer_class_filter(everyone)
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(lt.bdecode(Path(args.torrent).read_bytes()))
+    params.save_path = args.save
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    if args.seed:
+        params.flags |= lt.torrent_flags.seed_mode
+    handle = ses.add_torrent(params)
+    done_reported = args.seed
+    while True:
+        st = handle.status()
+        if not done_reported and st.is_seeding:
+            print(json.dumps({"done": time.time() - args.t0}), flush=True)
+            done_reported = True
+        if os.path.exists(args.stop):
+            print(json.dumps({"uploaded": st.total_payload_upload}), flush=True)
+            return
+        time.sleep(0.02)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--agents", type=int, default=20)
+    p.add_argument("--size", type=float, default=256, help="MiB")
+    p.add_argument("--rate", type=float, default=8, help="MiB/s per host, up and down")
+    p.add_argument("--seeder-queue", type=int, default=2000,
+                   help="the seeder's max_allowed_in_request_queue (kraken's origins use 8)")
+    p.add_argument("--timeout", type=float, default=600)
+    # Internal: one peer.
+    p.add_argument("--role", choices=["main", "peer"], default="main", help=argparse.SUPPRESS)
+    p.add_argument("--ip", help=argparse.SUPPRESS)
+    p.add_argument("--torrent", help=argparse.SUPPRESS)
+    p.add_argument("--save", help=argparse.SUPPRESS)
+    p.add_argument("--seed", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--queue", type=int, default=2000, help=argparse.SUPPRESS)
+    p.add_argument("--t0", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--stop", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.role == "peer":
+        return run_peer(args)
+
+    from common.digest import Digest
+    from torrents import metainfo as mi
+
+    size = int(args.size * MiB)
+    ideal = size / (args.rate * MiB)
+    with tempfile.TemporaryDirectory(prefix="bare-") as tmp:
+        root = Path(tmp)
+        seed_dir = root / "seed"
+        seed_dir.mkdir()
+        blob = seed_dir / "blob"
+        with open(blob, "wb") as f:
+            for _ in range(size // MiB):
+                f.write(os.urandom(MiB))
+        meta = mi.build(blob, Digest.of_file(blob), size)
+        os.rename(blob, seed_dir / meta.name)
+        tracker, announce = serve_tracker()
+        torrent = root / "blob.torrent"
+        torrent.write_bytes(meta.torrent(announce=announce))
+        stop = root / "stop"
+        me = [sys.executable, "-m", "tests.bench.bare", "--role", "peer", "--torrent", str(torrent),
+              "--rate", str(args.rate), "--stop", str(stop)]
+        seeder = subprocess.Popen([*me, "--ip", "127.0.0.2", "--save", str(seed_dir), "--seed",
+                                   "--queue", str(args.seeder_queue)], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        t0 = time.time()
+        leechers = []
+        for i in range(args.agents):
+            save = root / f"leech-{i}"
+            save.mkdir()
+            leechers.append(subprocess.Popen([*me, "--ip", f"127.0.0.{20 + i}", "--save", str(save),
+                                              "--t0", str(t0)], stdout=subprocess.PIPE, text=True))
+        times = []
+        deadline = time.monotonic() + args.timeout
+        for proc in leechers:
+            line = proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                break
+            times.append(json.loads(line)["done"])
+        stop.touch()
+        uploaded = json.loads(seeder.stdout.readline() or '{"uploaded": 0}')["uploaded"]
+        for proc in [seeder, *leechers]:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        tracker.shutdown()
+    times.sort()
+    if len(times) < args.agents:
+        print(f"only {len(times)} of {args.agents} leechers finished")
+    if not times:
+        return
+    p50 = times[(len(times) + 1) // 2 - 1]
+    print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, {args.rate:g} MiB/s per host, "
+          f"seeder queue {args.seeder_queue}: p50 {p50:.2f} s (frac {ideal / p50:.3f}), slowest {times[-1]:.2f} s "
+          f"(frac {ideal / times[-1]:.3f}), seeder upload {uploaded / size:.2f} x S")
+
+
+if __name__ == "__main__":
+    main()
