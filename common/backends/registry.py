@@ -25,6 +25,15 @@ MANIFEST_ACCEPT = ", ".join((
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
+class _Bearer(requests.auth.AuthBase):
+    def __init__(self, token: str):
+        self.token = token
+
+    def __call__(self, r):
+        r.headers["Authorization"] = f"Bearer {self.token}"
+        return r
+
+
 @register("registry")
 class RegistryBackend(Backend):
     def __init__(self, address: str, scheme: str = "https", username: str = "", password: str = "",
@@ -44,11 +53,11 @@ class RegistryBackend(Backend):
         headers = kwargs.pop("headers", {})
         for attempt in range(2):
             token = self.tokens.get(scope)
-            auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
+            # The bearer token goes in as an auth object, not a bare header: with auth=None
+            # requests would let ~/.netrc credentials overwrite it.
             try:
                 resp = self.http.request(method, self.base + path, timeout=self.timeout, verify=self.verify,
-                                         headers={**headers, **auth_headers},
-                                         auth=None if token else self.auth, **kwargs)
+                                         headers=headers, auth=_Bearer(token) if token else self.auth, **kwargs)
             except requests.RequestException as exc:
                 raise BackendError(f"registry {self.base} unreachable: {exc}") from None
             if resp.status_code == 401 and attempt == 0 and self._login(resp, scope):
