@@ -79,7 +79,12 @@ class BlobManager:
         storage backend is fetched first (Pending meanwhile)."""
         if namespace is not None:
             self.ensure(namespace, digest, wait)
-        return self.seeder.metainfo(digest)
+        meta = self.seeder.metainfo(digest)
+        if namespace is not None:
+            # Asked from outside means someone is about to join the swarm (a tracker missed
+            # its cache, or nudges us): make sure the trackers know this seed now.
+            self.session.reannounce(meta.infohash_hex)
+        return meta
 
     def commit(self, namespace: str, digest: Digest, src: Path) -> None:
         """Verifies and stores a finished upload, seeds it, queues its replication. Raises

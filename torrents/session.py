@@ -61,6 +61,7 @@ class _Torrent:
         self.have = bytearray(meta.num_pieces)
         # Replaced on every change; waiters hold the old one, which is set.
         self.changed = gevent.event.Event()
+        self.reannounced_at = 0.0
 
     def notify(self) -> None:
         old, self.changed = self.changed, gevent.event.Event()
@@ -220,6 +221,18 @@ class TorrentSession:
 
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
+
+    def reannounce(self, infohash: str, min_interval: float = 10.0) -> bool:
+        """Announces a torrent now (at most once per `min_interval` s), so a tracker that
+        lost its peers (Redis restarted empty) hears of this one within a request instead
+        of at the next regular announce."""
+        t = self._torrents.get(infohash)
+        if t is None or time.monotonic() - t.reannounced_at < min_interval:
+            return False
+        t.reannounced_at = time.monotonic()
+        # Past the tracker's min interval too: this is exactly the case it was not meant for.
+        t.handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+        return True
 
     def progress(self, infohash: str) -> Progress:
         return self._get(infohash).progress
