@@ -151,3 +151,20 @@ def self_signed_cert(workdir: Path, name: str, common_name: str = "127.0.0.1"):
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path, cert, key
+
+
+def push_blob(http, base: str, repo: str, data: bytes):
+    """Pushes one blob to a registry at `base` (http://host:port) with POST then PUT
+    ?digest=, the form docker-registry 2.8 accepts; `http` is requests or a Session."""
+    from common.digest import Digest
+
+    digest = Digest.of_bytes(data)
+    resp = http.post(f"{base}/v2/{repo}/blobs/uploads/", timeout=10)
+    assert resp.status_code == 202, resp.text
+    location = resp.headers["Location"]
+    location = location if location.startswith("http") else f"{base}{location}"
+    sep = "&" if "?" in location else "?"
+    resp = http.put(f"{location}{sep}digest={digest}", data=data,
+                    headers={"Content-Type": "application/octet-stream"}, timeout=10)
+    assert resp.status_code == 201, resp.text
+    return digest

@@ -15,3 +15,14 @@ def cluster(tmp_path_factory):
     c.start()
     yield c
     c.stop()
+
+
+@pytest.fixture
+def backend_up(backend):
+    """A module's `backend` (a stoppable storage-backend process) runs at the start and at
+    the end of every test, whatever the test stopped."""
+    if backend.ctx is None:
+        backend.start()
+    yield backend
+    if backend.ctx is None:
+        backend.start()

@@ -284,14 +284,14 @@ def small_disk_agent(all_up):
     afterwards (always unmounted)."""
     cluster = all_up
     if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.fail("mounting a tmpfs needs root (CI and `make test` run as root)")
     name, root = "agent-2", cluster.workdir / "agent-2"
     cluster.procs[name].stop()
     try:
         _mount_tmpfs(root, "24m")
     except subprocess.CalledProcessError as exc:
         cluster.restart(name)
-        pytest.skip(f"cannot mount a tmpfs here: {exc.stderr.decode(errors='replace').strip()}")
+        pytest.fail(f"cannot mount a tmpfs here: {exc.stderr.decode(errors='replace').strip()}")
     try:
         cluster.restart(name)
         yield cluster, 2, root

@@ -53,16 +53,6 @@ def ha(tmp_path_factory, backend):
 
 
 @pytest.fixture
-def backend_up(backend):
-    """The backend runs at the start and at the end of every test."""
-    if backend.ctx is None:
-        backend.start()
-    yield backend
-    if backend.ctx is None:
-        backend.start()
-
-
-@pytest.fixture
 def all_up(ha, backend_up):
     """Every process of the cluster runs (and answers /health) after each test, whatever
     the test killed."""

@@ -62,15 +62,6 @@ def backed(tmp_path_factory, backend):
     c.stop()
 
 
-@pytest.fixture
-def backend_up(backend):
-    if backend.ctx is None:
-        backend.start()
-    yield backend
-    if backend.ctx is None:
-        backend.start()
-
-
 def fetch(cluster, i, digest, timeout=60):
     return requests.get(agent_url(cluster, i, digest, NS), timeout=timeout)
 

@@ -43,16 +43,7 @@ def push_image(base: str, repo: str, tag: str, auth=None, headers: dict | None =
     http.request = functools.partial(http.request, verify=verify)
 
     def blob(data: bytes) -> Digest:
-        digest = Digest.of_bytes(data)
-        resp = http.post(f"{base}/v2/{repo}/blobs/uploads/", timeout=10)
-        assert resp.status_code == 202, resp.text
-        location = resp.headers["Location"]
-        location = location if location.startswith("http") else f"{base}{location}"
-        sep = "&" if "?" in location else "?"
-        resp = http.put(f"{location}{sep}digest={digest}", data=data,
-                        headers={"Content-Type": "application/octet-stream"}, timeout=10)
-        assert resp.status_code == 201, resp.text
-        return digest
+        return servers.push_blob(http, base, repo, data)
 
     layer, config = os.urandom(40_000), b'{"architecture":"amd64","os":"linux"}'
     layer_d, config_d = blob(layer), blob(config)

@@ -166,16 +166,7 @@ def upstream(tmp_path_factory):
 
 
 def push_blob(addr: str, repo: str, data: bytes) -> Digest:
-    digest = Digest.of_bytes(data)
-    resp = requests.post(f"http://{addr}/v2/{repo}/blobs/uploads/", timeout=10)
-    assert resp.status_code == 202, resp.text
-    location = resp.headers["Location"]
-    location = location if location.startswith("http") else f"http://{addr}{location}"
-    sep = "&" if "?" in location else "?"
-    resp = requests.put(f"{location}{sep}digest={digest}", data=data,
-                        headers={"Content-Type": "application/octet-stream"}, timeout=10)
-    assert resp.status_code == 201, resp.text
-    return digest
+    return servers.push_blob(requests, f"http://{addr}", repo, data)
 
 
 def test_registry_backend_reads_blobs_manifests_and_tags(upstream):
