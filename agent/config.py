@@ -23,6 +23,13 @@ class DownloadConfig:
     stall_timeout: float = 60.0
     # How long to keep asking while an origin fetches the blob from its backend (202).
     pending_timeout: float = 300.0
+    # Large blobs downloading at once; more wait their turn, in the order they were asked
+    # for. Docker extracts an image's layers one by one in order, so the first layer
+    # arriving whole early beats all of them arriving together at the end: extraction then
+    # overlaps the download. Blobs smaller than `queue_min_bytes` (manifests, configs) never
+    # wait. 0 admits every download at once.
+    max_active: int = 1
+    queue_min_bytes: int = 8 << 20
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,17 @@
 file checked against its sha256 before it joins the cache. Concurrent requests for one blob
 share one download, and may stream it while it arrives.
 
-Every byte served, whether cached or streamed, has been verified: a streamed piece is read
-back from disk and checked against its SHA-1 in the metainfo, and the last piece of a blob
-is released only once the sha256 of the whole blob has matched. A client therefore never
+Every byte served, whether cached or streamed, has been verified: the download reads each
+piece back from disk in order and checks it against its SHA-1 in the metainfo (while
+hashing the whole blob's sha256); a stream serves a piece only once it has passed, and the
+last piece of a blob only once the sha256 of the whole blob has matched. A client therefore never
 receives a complete blob with the wrong content; a failed download cuts its stream short.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 # Pieces at the head of a blob asked for first when a client is waiting to stream it: the
 # first bytes arrive fast while the rest keeps the swarm's rarest-first order.
 HEAD_PIECES = 4
+# Bytes the in-order check hashes per hand-off to its thread; streams waiting on it move on
+# after each batch.
+CHECK_BATCH_BYTES = 8 << 20
 # A piece reported finished may still sit in libtorrent's write buffer; re-read it this many
 # times (10 ms apart) before calling it unreadable.
 READ_RETRIES = 500
@@ -70,20 +75,96 @@ def read_verified(f, meta: Metainfo, index: int) -> bytes:
     raise DownloadError(f"piece {index} on disk does not match its hash")
 
 
+class Admission:
+    """Lets at most `limit` large downloads run at once, in the order they were asked for.
+
+    A download takes a ticket when it is created and states its size once the metainfo is
+    known. The lowest waiting ticket goes first; a download still fetching its metainfo
+    keeps its place for up to `hold` seconds, so one whose metainfo came back a few
+    milliseconds sooner does not jump ahead of it."""
+
+    def __init__(self, limit: int, hold: float = 0.5):
+        self.limit = limit
+        self.hold = hold
+        self._tickets = itertools.count()
+        self._undecided: dict[int, float] = {}  # ticket -> when taken, size not yet known
+        self._waiting: set[int] = set()
+        self.active = 0
+        self._changed = gevent.event.Event()
+
+    def ticket(self) -> int:
+        t = next(self._tickets)
+        self._undecided[t] = time.monotonic()
+        return t
+
+    def enter(self, ticket: int, large: bool) -> bool:
+        """Blocks until the download may start; True when it holds a slot to `leave`."""
+        self._undecided.pop(ticket, None)
+        if not large or self.limit <= 0:
+            self._notify()
+            return False
+        self._waiting.add(ticket)
+        try:
+            while True:
+                now = time.monotonic()
+                held = [t0 + self.hold - now for t, t0 in self._undecided.items()
+                        if t < ticket and t0 + self.hold > now]
+                if self.active < self.limit and ticket == min(self._waiting) and not held:
+                    break
+                self._changed.wait(timeout=min(held, default=1.0))
+        finally:
+            self._waiting.discard(ticket)
+        self.active += 1
+        self._notify()
+        return True
+
+    def forget(self, ticket: int) -> None:
+        """The download ended before `enter` (no metainfo)."""
+        if self._undecided.pop(ticket, None) is not None:
+            self._notify()
+
+    def leave(self) -> None:
+        self.active -= 1
+        self._notify()
+
+    def _notify(self) -> None:
+        old, self._changed = self._changed, gevent.event.Event()
+        old.set()
+
+
 class Download:
     """One blob being fetched. `meta` resolves once the metainfo is known (or fails with
     NotFound), `verified` once the whole blob's sha256 has matched, `done` once the blob is
-    in the cache; each fails with the download's error instead."""
+    in the cache; each fails with the download's error instead. `running` is set once the
+    torrent is in the session (after any wait in the admission queue), or on failure."""
 
-    def __init__(self, namespace: str, digest: Digest, partial: Path):
+    def __init__(self, namespace: str, digest: Digest, partial: Path, ticket: int = 0):
         self.namespace = namespace
         self.digest = digest
         self.partial = partial
         self.meta = gevent.event.AsyncResult()
         self.verified = gevent.event.AsyncResult()
         self.done = gevent.event.AsyncResult()
+        self.running = gevent.event.Event()
+        self.ticket = ticket
         self.started = time.monotonic()
+        self.checked = 0  # leading pieces whose bytes on disk have matched their SHA-1
+        self._checked_changed = gevent.event.Event()
         self.marks: dict[str, float] = {}  # phase -> monotonic time, for the log
+
+    def set_checked(self, pieces: int) -> None:
+        self.checked = pieces
+        old, self._checked_changed = self._checked_changed, gevent.event.Event()
+        old.set()
+
+    def wait_checked(self, index: int) -> None:
+        """Blocks until piece `index` has passed the in-order check; raises the download's
+        error if it fails first (stalls and timeouts included: the check waits on those)."""
+        while self.checked <= index:
+            if self.verified.ready():
+                self.verified.get()  # raises the failure; success means every piece passed
+                return
+            self._checked_changed.wait(timeout=1.0)
 
     @property
     def infohash(self) -> str | None:
@@ -107,6 +188,7 @@ class Downloader:
         self.cfg = cfg
         self._active: dict[Digest, Download] = {}
         self._metrics = metrics
+        self.admission = Admission(cfg.max_active)
 
     def get(self, namespace: str, digest: Digest) -> Path | Download:
         """The cached blob's path, or the (new or shared) download in progress."""
@@ -119,7 +201,7 @@ class Downloader:
             return self.store.path(digest)
         dl = self._active.get(digest)
         if dl is None:
-            dl = Download(namespace, digest, self.store.download_dir / digest.hex)
+            dl = Download(namespace, digest, self.store.download_dir / digest.hex, self.admission.ticket())
             self._active[digest] = dl
             gevent.spawn(self._run, dl)
         return dl
@@ -140,29 +222,33 @@ class Downloader:
             p = self.session.progress(dl.infohash)
             return {"state": "downloading", "done": p.done, "total": p.total, "peers": p.peers,
                     "download_rate": p.download_rate}
+        if dl.meta.successful():
+            return {"state": "queued", "done": 0, "total": dl.meta.value.length}
         return {"state": "pending", "done": 0, "total": None}
 
     def stream(self, dl: Download, start: int, end: int):
-        """Yields bytes [start, end) of a download as verified pieces arrive."""
+        """Yields bytes [start, end) of a download as its pieces pass the in-order check."""
         meta: Metainfo = dl.meta.get()
         first, last = meta.piece_index(start), meta.piece_index(end - 1)
         infohash = meta.infohash_hex
-        deadline = dl.started + self.cfg.timeout
-        if not dl.done.ready():
+        dl.running.wait()  # queued behind other downloads until then
+        if not dl.done.ready() and self.session.has(infohash):
             self.session.prioritize(infohash, range(first, min(first + HEAD_PIECES, last + 1)))
         f = None
         try:
             for index in range(first, last + 1):
-                if index == meta.num_pieces - 1 or not self.session.has(infohash):
+                if index == meta.num_pieces - 1:
                     dl.verified.get()  # the whole blob's sha256 first (raises if it failed)
                 else:
-                    self.session.wait_piece(infohash, index, stall_timeout=self.cfg.stall_timeout,
-                                            deadline=deadline)
+                    dl.wait_checked(index)
                 if f is None:
                     # The descriptor follows the file when it moves into the cache.
                     f = open_when_present(dl.partial, self.store.path(dl.digest))
-                data = in_thread(read_verified, f, meta, index)
-                offset = index * meta.piece_length
+                # Checked on disk already: read as is.
+                offset, length = meta.piece_span(index)
+                data = in_thread(os.pread, f.fileno(), length, offset)
+                if len(data) != length:
+                    raise DownloadError(f"piece {index} of {dl.digest} is short on disk")
                 yield data[max(start - offset, 0) : end - offset]
         finally:
             if f is not None:
@@ -183,6 +269,7 @@ class Downloader:
 
     def _run(self, dl: Download) -> None:
         digest = dl.digest
+        slot = False
         try:
             try:
                 meta = self._metainfo(dl.namespace, digest)
@@ -192,13 +279,21 @@ class Downloader:
                 raise
             dl.meta.set(meta)
             dl.marks["metainfo"] = time.monotonic()
+            slot = self.admission.enter(dl.ticket, large=meta.length >= self.cfg.queue_min_bytes)
+            if slot:
+                dl.marks["admitted"] = time.monotonic()
             dl.done.set(self._fetch(dl, meta))
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
             log.warning("download of %s failed: %s", digest, exc)
             if not dl.verified.ready():
                 dl.verified.set_exception(exc)
+            dl.set_checked(dl.checked)  # wakes the streams, which raise the error
             dl.done.set_exception(exc)
         finally:
+            self.admission.forget(dl.ticket)
+            if slot:
+                self.admission.leave()
+            dl.running.set()
             self._active.pop(digest, None)
 
     def _check_space(self, dl: Download, meta: Metainfo) -> None:
@@ -216,24 +311,32 @@ class Downloader:
 
     def _fetch(self, dl: Download, meta: Metainfo) -> Path:
         infohash = meta.infohash_hex
-        deadline = dl.started + self.cfg.timeout
+        # The clock starts once the download may run, not while it waited its turn.
+        deadline = time.monotonic() + self.cfg.timeout
         ok = False
         f = None
         try:
             self.session.start(meta, self.store.download_dir)
-            # Hash the blob in order while it arrives, so little is left to do at the end.
+            dl.running.set()
+            # Check the blob in order while it arrives, so little is left to do at the end:
+            # each piece read back from disk against its SHA-1 (libtorrent checked what it
+            # received, this checks what reached the file), and the sha256 of the whole.
+            # Streams serve what has passed, without hashing it again.
             h = hashlib.sha256()
             index = 0
+            batch = max(1, CHECK_BATCH_BYTES // meta.piece_length)
             while index < meta.num_pieces:
                 self.session.wait_piece(infohash, index, stall_timeout=self.cfg.stall_timeout, deadline=deadline)
                 if f is None:
                     dl.marks["first piece"] = time.monotonic()
                     f = open_when_present(dl.partial)
-                # Everything that has arrived contiguously from here is hashed in one go.
+                # What has arrived contiguously from here is hashed in one go, a few MiB at a
+                # time so that streams waiting on it move on often.
                 end = index + 1
-                while end < meta.num_pieces and self.session.has_piece(infohash, end):
+                while end < min(meta.num_pieces, index + batch) and self.session.has_piece(infohash, end):
                     end += 1
                 in_thread(_hash_pieces, f, meta, range(index, end), h)
+                dl.set_checked(end)
                 index = end
             actual = Digest(h.hexdigest())
             if actual != dl.digest:
