@@ -42,6 +42,13 @@ class OriginTorrentConfig(TorrentConfig):
     # libtorrent default) 0.658 / 1.35, 32: 0.747 / 1.19, 16: 0.749 / 1.16, 8: 0.769 / 1.11,
     # 4: 0.737 / 1.11; 10 agents, 64 MiB: 0.598 -> 0.720 with 8.
     max_peer_requests: int = 8
+    # Every 16 KiB block an origin sends is a job handed to a disk thread; with libtorrent's
+    # ten threads, much of a seeding origin's CPU went to waking them and their lock.
+    # Measured (4 x 50 MiB through one agent from one origin, page-cached blobs): origin CPU
+    # 0.66-0.82 s with 1 thread, 0.88-0.93 s with 4, 0.81-1.24 s with 10; cold docker pull
+    # through an agent (bench-registry layout), median ratio to docker-registry 1.41x with 1
+    # thread against 1.50x with 10. Raise it for blobs on disks with real seek latency.
+    disk_threads: int = 1
 
 
 @dataclass(frozen=True)

@@ -25,5 +25,10 @@ class TorrentConfig:
     # Requests one peer may have outstanding at this host (libtorrent's
     # max_allowed_in_request_queue). Origins keep it small: see OriginTorrentConfig.
     max_peer_requests: int = 2000
+    # Turn Nagle's algorithm off on peer connections (see session.set_nodelay): small
+    # transfers otherwise stall 40 ms on delayed ACKs.
+    tcp_nodelay: bool = True
+    # libtorrent's disk I/O threads (aio_threads; its default is 10).
+    disk_threads: int = 10
     # Raw libtorrent settings_pack overrides, for tuning without a code change.
     settings: dict = field(default_factory=dict)

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +32,54 @@ log = logging.getLogger(__name__)
 _ALERTS = (
     lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage
     | lt.alert_category.piece_progress  # piece_finished_alert: streaming serves pieces as they pass
+    | lt.alert_category.connect  # peer_connect_alert: new sockets get TCP_NODELAY
 )
+# Alerts after which the process has TCP sockets that may still have Nagle's algorithm on.
+_NEW_SOCKETS = (lt.listen_succeeded_alert, lt.peer_connect_alert)
+
+
+def set_nodelay(seen: set[str]) -> int:
+    """Turns on TCP_NODELAY for this process's TCP sockets not in `seen` (socket inodes,
+    updated); returns how many were set.
+
+    libtorrent never sets TCP_NODELAY on its peer connections. With Nagle on, the tail of a
+    burst of piece data waits for the ACK of what went before, and the receiver delays that
+    ACK by up to 40 ms: measured, a cold 1 MiB blob took 50-55 ms about half the time
+    instead of 8-13 ms, and with the receiver's delayed ACKs switched off (an `ip route ...
+    quickack 1`) always 16-25 ms. libtorrent offers no hook on its sockets, so they are set
+    from outside: accepted connections inherit the option from the listening socket, and
+    connections libtorrent opens are set when their peer_connect_alert arrives."""
+    count = 0
+    alive: set[str] = set()
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:  # not Linux
+        return 0
+    for name in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if not target.startswith("socket:"):
+            continue
+        alive.add(target)
+        if target in seen:
+            continue
+        seen.add(target)
+        try:
+            sock = socket.socket(fileno=int(name))
+        except OSError:
+            continue
+        try:
+            if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                count += 1
+        except OSError:
+            pass
+        finally:
+            sock.detach()  # the descriptor stays open: it is not ours
+    seen.intersection_update(alive)
+    return count
 
 
 @dataclass(frozen=True)
@@ -104,6 +152,7 @@ def _settings(cfg: TorrentConfig, user_agent: str) -> dict:
         "whole_pieces_threshold": 0,
         "request_queue_time": 1,
         "max_allowed_in_request_queue": cfg.max_peer_requests,
+        "aio_threads": cfg.disk_threads,
     }
     settings.update(cfg.settings)
     return settings
@@ -125,6 +174,7 @@ class TorrentSession:
         self._torrents: dict[str, _Torrent] = {}
         self.counters = {"hash_failures": 0, "sent_payload_bytes": 0, "recv_payload_bytes": 0}
         self._stopped = False
+        self._nodelay_seen: set[str] = set()
         self._rfd, wfd = os.pipe()
         self._wfd = wfd
         for fd in (self._rfd, wfd):
@@ -294,11 +344,15 @@ class TorrentSession:
                 alerts = self._ses.pop_alerts()
             except AttributeError:  # session deleted by stop()
                 return
+            new_sockets = False
             for alert in alerts:
+                new_sockets = new_sockets or isinstance(alert, _NEW_SOCKETS)
                 try:
                     self._dispatch(alert)
                 except Exception:  # noqa: BLE001 - one bad alert must not end the loop
                     log.exception("handling %s", type(alert).__name__)
+            if new_sockets and self.cfg.tcp_nodelay:
+                set_nodelay(self._nodelay_seen)
 
     def _tick_loop(self) -> None:
         while not self._stopped:

@@ -90,3 +90,65 @@ def test_download_with_no_source_fails_after_the_stall_timeout(tracker_url, tmp_
         assert time.monotonic() - t0 < 10
     finally:
         leecher.stop()
+
+
+def _tcp_sockets(ips: set[str]) -> list[tuple[str, bool, int]]:
+    """(role, connected, TCP_NODELAY) of this process's TCP sockets bound to `ips`."""
+    import socket
+
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=int(name))
+        except OSError:
+            continue
+        try:
+            if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
+                continue
+            ip = sock.getsockname()[0]
+            if ip not in ips:
+                continue
+            try:
+                sock.getpeername()
+                connected = True
+            except OSError:
+                connected = False
+            found.append((ip, connected, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        except OSError:
+            continue  # closed by libtorrent meanwhile
+        finally:
+            sock.detach()
+    return found
+
+
+@pytest.mark.parametrize("nodelay", [True, False])
+def test_peer_connections_have_nagle_off(tracker_url, tmp_path, nodelay):
+    # libtorrent leaves Nagle on; the session turns it off on its listening socket (accepted
+    # connections inherit it) and on each connection it opens. The False case shows that
+    # the check sees libtorrent's own setting.
+    ips = {"127.0.0.34", "127.0.0.35"}
+    # Capped, so the connection is still open while the download runs (two seeds part).
+    seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.34", tcp_nodelay=nodelay, upload_rate_limit=1 << 20),
+                            trackers=[tracker_url])
+    leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.35", tcp_nodelay=nodelay), trackers=[tracker_url])
+    try:
+        digest, meta = make_blob(tmp_path / "seed", 4 << 20)
+        seeder.seed(meta, tmp_path / "seed")
+        leecher.start(meta, tmp_path / "dl")
+        deadline = time.monotonic() + 15
+        while not any(connected for _, connected, _ in _tcp_sockets(ips)):
+            assert time.monotonic() < deadline, "the sessions never connected"
+            gevent.sleep(0.05)
+        gevent.sleep(0.3)  # the alert loop sets a connection after its peer_connect_alert
+        sockets = _tcp_sockets(ips)
+        assert any(not connected for _, connected, _ in sockets), sockets  # the listeners
+        # Both ends of the peer connection live in this process: the one the leecher opened
+        # and the one the seeder accepted.
+        assert sum(connected for _, connected, _ in sockets) >= 2, sockets
+        assert all(bool(flag) == nodelay for _, _, flag in sockets), sockets
+        leecher.wait_finished(meta.infohash_hex, stall_timeout=10, deadline=time.monotonic() + 30)
+    finally:
+        seeder.stop()
+        leecher.stop()
