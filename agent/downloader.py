@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # Pieces at the head of a blob asked for first when a client is waiting to stream it: the
 # first bytes arrive fast while the rest keeps the swarm's rarest-first order.
 HEAD_PIECES = 4
+# Most bytes a stream reads (and sends) in one go.
+STREAM_CHUNK = 4 << 20
 # Bytes the in-order check hashes per hand-off to its thread; streams waiting on it move on
 # after each batch.
 CHECK_BATCH_BYTES = 8 << 20
@@ -234,22 +236,31 @@ class Downloader:
         dl.running.wait()  # queued behind other downloads until then
         if not dl.done.ready() and self.session.has(infohash):
             self.session.prioritize(infohash, range(first, min(first + HEAD_PIECES, last + 1)))
+        # Everything before the last piece may go out once checked; the last piece only
+        # once the whole blob's sha256 has matched.
+        before_last = (meta.num_pieces - 1) * meta.piece_length
         f = None
+        pos = start
         try:
-            for index in range(first, last + 1):
-                if index == meta.num_pieces - 1:
-                    dl.verified.get()  # the whole blob's sha256 first (raises if it failed)
-                else:
+            while pos < end:
+                index = pos // meta.piece_length
+                if index < meta.num_pieces - 1 and not dl.verified.ready():
                     dl.wait_checked(index)
+                if dl.verified.ready() or index == meta.num_pieces - 1:
+                    dl.verified.get()  # raises if the download failed
+                    ready = end
+                else:
+                    ready = min(end, dl.checked * meta.piece_length, before_last)
                 if f is None:
                     # The descriptor follows the file when it moves into the cache.
                     f = open_when_present(dl.partial, self.store.path(dl.digest))
-                # Checked on disk already: read as is.
-                offset, length = meta.piece_span(index)
-                data = in_thread(os.pread, f.fileno(), length, offset)
-                if len(data) != length:
-                    raise DownloadError(f"piece {index} of {dl.digest} is short on disk")
-                yield data[max(start - offset, 0) : end - offset]
+                # Checked on disk already: read as is, as much as is ready at once.
+                n = min(ready - pos, STREAM_CHUNK)
+                data = in_thread(os.pread, f.fileno(), n, pos)
+                if len(data) != n:
+                    raise DownloadError(f"{dl.digest} is short on disk at byte {pos}")
+                pos += n
+                yield data
         finally:
             if f is not None:
                 f.close()
