@@ -27,7 +27,12 @@ class DownloadConfig:
     # for. Docker extracts an image's layers one by one in order, so the first layer
     # arriving whole early beats all of them arriving together at the end: extraction then
     # overlaps the download. Blobs smaller than `queue_min_bytes` (manifests, configs) never
-    # wait. 0 admits every download at once.
+    # wait. 0 admits every download at once. Measured (cold docker pull of 4 x 50 MiB
+    # through one agent, bench-registry's layout): with the agent's download capped at
+    # 64 MiB/s, as a link would, 3.96-5.08 s (median 3.99) with 1 against 4.82-5.81 s
+    # (median 4.99) with 0; uncapped, where two cores rather than a link are the limit, the
+    # two are within noise (median ratio to docker-registry 1.47x with 1, 1.42x with 0, 8
+    # rounds each).
     max_active: int = 1
     queue_min_bytes: int = 8 << 20
 

@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--agents", type=int, default=20)
     p.add_argument("--size", type=float, default=256, help="MiB")
-    p.add_argument("--rate", type=float, default=8, help="MiB/s per host, up and down")
+    p.add_argument("--rate", type=float, default=8, help="MiB/s per host, up and down; 0 = unlimited")
     p.add_argument("--seeder-queue", type=int, default=2000,
                    help="the seeder's max_allowed_in_request_queue (kraken's origins use 8)")
     p.add_argument("--timeout", type=float, default=600)
@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     from torrents import metainfo as mi
 
     size = int(args.size * MiB)
-    ideal = size / (args.rate * MiB)
+    ideal = size / (args.rate * MiB) if args.rate else 0.0
     with tempfile.TemporaryDirectory(prefix="bare-") as tmp:
         root = Path(tmp)
         seed_dir = root / "seed"
@@ -172,6 +172,12 @@ def main(argv=None) -> None:
     if not times:
         return
     p50 = times[(len(times) + 1) // 2 - 1]
+    if not args.rate:
+        # Unlimited: what the swarm delivered in total, as bench-swarm reports it.
+        print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, unlimited: p50 {p50:.2f} s, slowest "
+              f"{times[-1]:.2f} s, aggregate {len(times) * size / MiB / times[-1]:.1f} MiB/s, seeder upload "
+              f"{uploaded / size:.2f} x S")
+        return
     print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, {args.rate:g} MiB/s per host, "
           f"seeder queue {args.seeder_queue}: p50 {p50:.2f} s (frac {ideal / p50:.3f}), slowest {times[-1]:.2f} s "
           f"(frac {ideal / times[-1]:.3f}), seeder upload {uploaded / size:.2f} x S")
