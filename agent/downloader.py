@@ -22,7 +22,7 @@ import gevent
 import gevent.event
 
 from agent.config import DownloadConfig
-from common.concurrency import in_thread
+from common.concurrency import Signal, in_thread
 from common.digest import Digest
 from common.errors import DownloadError, Pending
 from common.store import CAStore
@@ -92,7 +92,7 @@ class Admission:
         self._undecided: dict[int, float] = {}  # ticket -> when taken, size not yet known
         self._waiting: set[int] = set()
         self.active = 0
-        self._changed = gevent.event.Event()
+        self._changed = Signal()
 
     def ticket(self) -> int:
         t = next(self._tickets)
@@ -103,7 +103,7 @@ class Admission:
         """Blocks until the download may start; True when it holds a slot to `leave`."""
         self._undecided.pop(ticket, None)
         if not large or self.limit <= 0:
-            self._notify()
+            self._changed.notify()
             return False
         self._waiting.add(ticket)
         try:
@@ -117,21 +117,17 @@ class Admission:
         finally:
             self._waiting.discard(ticket)
         self.active += 1
-        self._notify()
+        self._changed.notify()
         return True
 
     def forget(self, ticket: int) -> None:
         """The download ended before `enter` (no metainfo)."""
         if self._undecided.pop(ticket, None) is not None:
-            self._notify()
+            self._changed.notify()
 
     def leave(self) -> None:
         self.active -= 1
-        self._notify()
-
-    def _notify(self) -> None:
-        old, self._changed = self._changed, gevent.event.Event()
-        old.set()
+        self._changed.notify()
 
 
 class Download:
@@ -140,7 +136,7 @@ class Download:
     in the cache; each fails with the download's error instead. `running` is set once the
     torrent is in the session (after any wait in the admission queue), or on failure."""
 
-    def __init__(self, namespace: str, digest: Digest, partial: Path, ticket: int = 0):
+    def __init__(self, namespace: str, digest: Digest, partial: Path, ticket: int):
         self.namespace = namespace
         self.digest = digest
         self.partial = partial
@@ -151,13 +147,12 @@ class Download:
         self.ticket = ticket
         self.started = time.monotonic()
         self.checked = 0  # leading pieces whose bytes on disk have matched their SHA-1
-        self._checked_changed = gevent.event.Event()
+        self._checked_changed = Signal()
         self.marks: dict[str, float] = {}  # phase -> monotonic time, for the log
 
     def set_checked(self, pieces: int) -> None:
         self.checked = pieces
-        old, self._checked_changed = self._checked_changed, gevent.event.Event()
-        old.set()
+        self._checked_changed.notify()
 
     def wait_checked(self, index: int) -> None:
         """Blocks until piece `index` has passed the in-order check; raises the download's

@@ -1,4 +1,5 @@
-"""gevent helpers: run blocking work off the loop, and share one in-flight call per key."""
+"""gevent helpers: run blocking work off the loop, wake waiters on a change, and share one
+in-flight call per key."""
 
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ def in_thread(fn: Callable[..., T], *args) -> T:
     """Runs fn in gevent's native thread pool and waits for it without blocking other
     greenlets. For hashing and other long CPU work that releases the GIL."""
     return gevent.get_hub().threadpool.apply(fn, args)
+
+
+class Signal:
+    """Wakes every greenlet waiting on it at each `notify`; waiters re-check their own
+    condition (a level-triggered event that resets itself)."""
+
+    def __init__(self):
+        self._event = gevent.event.Event()
+
+    def notify(self) -> None:
+        # Waiters hold the old event, which is set; later waiters get a fresh one.
+        old, self._event = self._event, gevent.event.Event()
+        old.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._event.wait(timeout=timeout)
 
 
 class SingleFlight:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import requests
 
+from common.backends import create, keys
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -83,6 +85,31 @@ def testfs(root: Path, port: int = 0):
     args = [sys.executable, "-m", "common.backends.testfs", "--root", str(root), "--port", str(port)]
     with process(args, f"http://127.0.0.1:{port}/list/", root.parent / f"testfs-{port}.log") as proc:
         yield f"127.0.0.1:{port}", proc
+
+
+class RestartableTestfs:
+    """A testfs process on a fixed port, so a test can stop it (the storage backend is
+    down) and start it again at the same address."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.ctx = None
+
+    def start(self) -> None:
+        self.ctx = testfs(self.root, self.port)
+        self.ctx.__enter__()
+
+    def stop(self) -> None:
+        if self.ctx is not None:
+            self.ctx.__exit__(None, None, None)
+            self.ctx = None
+
+    @property
+    def client(self):
+        return create("http", {"url": f"http://127.0.0.1:{self.port}", "timeout": 5})
+
+    def has(self, digest) -> bool:
+        return (self.root / keys.blob(digest)).exists()
 
 
 @contextlib.contextmanager

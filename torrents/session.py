@@ -23,6 +23,7 @@ import gevent.event
 import gevent.select
 import libtorrent as lt
 
+from common.concurrency import Signal
 from common.errors import DownloadError, NotFound
 from torrents.config import TorrentConfig
 from torrents.metainfo import Metainfo
@@ -107,13 +108,11 @@ class _Torrent:
         self.progress = Progress(total=meta.length)
         self.last_progress_at = time.monotonic()
         self.have = bytearray(meta.num_pieces)
-        # Replaced on every change; waiters hold the old one, which is set.
-        self.changed = gevent.event.Event()
+        self.changed = Signal()
         self.reannounced_at = 0.0
 
     def notify(self) -> None:
-        old, self.changed = self.changed, gevent.event.Event()
-        old.set()
+        self.changed.notify()
 
 
 def _settings(cfg: TorrentConfig, user_agent: str) -> dict:

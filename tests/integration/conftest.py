@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from common.devcluster import Cluster
+from tests.servers import RestartableTestfs
 
 
 @pytest.fixture(scope="package")
@@ -15,6 +16,15 @@ def cluster(tmp_path_factory):
     c.start()
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    """A storage backend (testfs over HTTP) for one module; a module may define its own."""
+    b = RestartableTestfs(tmp_path_factory.mktemp("backend") / "root")
+    b.start()
+    yield b
+    b.stop()
 
 
 @pytest.fixture

@@ -22,21 +22,14 @@ from common.digest import Digest
 from tests.integration import docker_env
 from tests.integration.docker_env import DOCKER_MANIFEST, build_image, pull_digest, push_digest, token
 from tests.integration.helpers import agent_url, upload, wait_for
-from tests.integration.test_storage_backends import Backend, wipe_origins
+from tests.integration.test_storage_backends import wipe_origins
+from tests.servers import RestartableTestfs
 from torrents.metainfo import Metainfo
 
 dockerd = docker_env.dockerd
 
 DOCKER_TIMEOUT = 180
 WRITEBACK = {"base_delay": 0.2, "max_delay": 1.0}
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    b = Backend(tmp_path_factory.mktemp("ha-backend") / "root")
-    b.start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +90,11 @@ def image_blobs(cluster: Cluster, repo: str, tag: str) -> list[Digest]:
     return digests + [Digest.parse(layer["digest"]) for layer in manifest["layers"]]
 
 
-def tag_path(backend: Backend, repo: str, tag: str):
+def tag_path(backend: RestartableTestfs, repo: str, tag: str):
     return backend.root / keys.tag(repo, tag)
 
 
-def written_back(backend: Backend, repo: str, tag: str, digest: str, blobs: list[Digest]) -> bool:
+def written_back(backend: RestartableTestfs, repo: str, tag: str, digest: str, blobs: list[Digest]) -> bool:
     path = tag_path(backend, repo, tag)
     return (path.exists() and path.read_text().strip() == digest
             and all(backend.has(d) for d in blobs))

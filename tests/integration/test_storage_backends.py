@@ -10,45 +10,12 @@ import time
 import pytest
 import requests
 
-from common.backends import create, keys
+from common.backends import keys
 from common.devcluster import Cluster
 from common.digest import Digest
-from tests import servers
 from tests.integration.helpers import agent_url, upload, wait_for
 
 NS = "backed/app"
-
-
-class Backend:
-    """The testfs process, on a fixed port so it can be stopped and started again."""
-
-    def __init__(self, root):
-        self.root, self.port = root, servers.free_port()
-        self.ctx = None
-
-    def start(self):
-        self.ctx = servers.testfs(self.root, self.port)
-        self.ctx.__enter__()
-
-    def stop(self):
-        if self.ctx is not None:
-            self.ctx.__exit__(None, None, None)
-            self.ctx = None
-
-    @property
-    def client(self):
-        return create("http", {"url": f"http://127.0.0.1:{self.port}", "timeout": 5})
-
-    def has(self, digest: Digest) -> bool:
-        return (self.root / keys.blob(digest)).exists()
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    b = Backend(tmp_path_factory.mktemp("backend") / "root")
-    b.start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture(scope="module")
