@@ -35,6 +35,9 @@ class DownloadConfig:
     # rounds each).
     max_active: int = 1
     queue_min_bytes: int = 8 << 20
+    # Ask the tracker for a slot in the blob's wave and fetch that stripe of pieces first,
+    # so agents starting together take different pieces from the origin (agent.stripes).
+    stripes: bool = True
 
 
 @dataclass(frozen=True)

@@ -30,5 +30,7 @@ class TorrentConfig:
     tcp_nodelay: bool = True
     # libtorrent's disk I/O threads (aio_threads; its default is 10).
     disk_threads: int = 10
+    # Peers uploaded to at once (libtorrent's unchoke_slots_limit, default 8; -1: all).
+    unchoke_slots: int = 8
     # Raw libtorrent settings_pack overrides, for tuning without a code change.
     settings: dict = field(default_factory=dict)

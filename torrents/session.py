@@ -152,6 +152,11 @@ def _settings(cfg: TorrentConfig, user_agent: str) -> dict:
         "request_queue_time": 1,
         "max_allowed_in_request_queue": cfg.max_peer_requests,
         "aio_threads": cfg.disk_threads,
+        "unchoke_slots_limit": cfg.unchoke_slots,
+        # libtorrent picks the first 4 pieces at random, ignoring piece priorities; that
+        # breaks the stripes of a wave (agent.stripes): each agent's 4 random pieces were
+        # also on another agent's stripe, and the origin sent both.
+        "initial_picker_threshold": 0,
     }
     settings.update(cfg.settings)
     return settings
@@ -187,10 +192,11 @@ class TorrentSession:
         if meta.infohash_hex not in self._torrents:
             self._add(meta, save_dir, seed=True)
 
-    def start(self, meta: Metainfo, save_dir: Path) -> None:
-        """Starts downloading `save_dir/<name>` (no-op if the torrent is already here)."""
+    def start(self, meta: Metainfo, save_dir: Path, priorities: list[int] | None = None) -> None:
+        """Starts downloading `save_dir/<name>` (no-op if the torrent is already here),
+        with libtorrent piece `priorities` (1-7, one per piece) if given."""
         if meta.infohash_hex not in self._torrents:
-            self._add(meta, save_dir, seed=False)
+            self._add(meta, save_dir, seed=False, priorities=priorities)
 
     def wait_piece(self, infohash: str, index: int, *, stall_timeout: float, deadline: float) -> None:
         """Blocks this greenlet until piece `index` has passed its hash check. Raises
@@ -220,6 +226,16 @@ class TorrentSession:
             )
         if now > deadline:
             raise DownloadError("download did not finish in time")
+
+    def downloading_hosts(self, infohash: str) -> int:
+        """Distinct addresses among the connected peers that are not seeds (a round trip
+        to libtorrent's network thread: call it now and then, not per piece)."""
+        t = self._get(infohash)
+        return len({p.ip[0] for p in t.handle.get_peer_info() if not p.flags & lt.peer_info.seed})
+
+    def set_priorities(self, infohash: str, priorities: list[int]) -> None:
+        """Replaces the piece priorities of a torrent (1-7, one per piece)."""
+        self._get(infohash).handle.prioritize_pieces(priorities)
 
     def prioritize(self, infohash: str, pieces: range, deadline_ms: int = 0) -> None:
         """Asks for these pieces first (time-critical), e.g. the head of a blob a client is
@@ -308,7 +324,7 @@ class TorrentSession:
         except KeyError:
             raise NotFound(f"no torrent {infohash}") from None
 
-    def _add(self, meta: Metainfo, save_dir: Path, *, seed: bool) -> _Torrent:
+    def _add(self, meta: Metainfo, save_dir: Path, *, seed: bool, priorities=None) -> _Torrent:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(lt.bdecode(meta.torrent()))
         atp.save_path = str(save_dir)
@@ -322,6 +338,8 @@ class TorrentSession:
             atp.flags |= lt.torrent_flags.seed_mode
             if self.cfg.super_seeding:
                 atp.flags |= lt.torrent_flags.super_seeding
+        if priorities is not None:
+            atp.piece_priorities = priorities
         handle = self._ses.add_torrent(atp)
         t = _Torrent(handle, meta)
         if seed:

@@ -11,6 +11,8 @@ from common.errors import NotFound, Pending, Unavailable
 from common.ring import HealthTracker
 from torrents.metainfo import Metainfo, MetainfoError
 
+SLOT_HEADER = "X-Kraken-Piece-Slot"
+
 
 class TrackerClient:
     def __init__(self, trackers: list[str], session: requests.Session | None = None, timeout=(2, 30)):
@@ -53,11 +55,18 @@ class TrackerClient:
     def get_metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         """Raises NotFound (no origin has it), Pending (an origin is fetching it) or
         Unavailable (no tracker answered)."""
+        return self.metainfo_for_download(namespace, digest, slot=False)[0]
+
+    def metainfo_for_download(
+        self, namespace: str, digest: Digest, *, slot: bool = True
+    ) -> tuple[Metainfo, int | None]:
+        """The metainfo and, with `slot`, this download's place in the torrent's wave
+        (None from a tracker that gives none). Raises as get_metainfo."""
         errors = []
         for addr in self._ordered():
             url = f"http://{addr}/namespace/{quote(namespace, safe='')}/blobs/{digest}/metainfo"
             try:
-                resp = self.http.get(url, timeout=self.timeout)
+                resp = self.http.get(url, params={"slot": "1"} if slot else None, timeout=self.timeout)
             except requests.RequestException as exc:
                 self.health.failed(addr)
                 errors.append(f"{addr}: {exc}")
@@ -68,10 +77,12 @@ class TrackerClient:
                 self.health.failed(addr)
             if resp.status_code == 200:
                 try:
-                    return Metainfo.from_torrent(resp.content, expect=digest)
+                    meta = Metainfo.from_torrent(resp.content, expect=digest)
                 except MetainfoError as exc:
                     errors.append(f"{addr}: {exc}")
                     continue
+                raw = resp.headers.get(SLOT_HEADER, "")
+                return meta, int(raw) if raw.isdigit() else None
             if resp.status_code == 404:
                 raise NotFound(f"blob {digest} not found")
             if resp.status_code == 202:

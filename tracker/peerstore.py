@@ -68,6 +68,12 @@ class PeerStore(ABC):
     def ping(self) -> None:
         """Raises if the store cannot answer."""
 
+    @abstractmethod
+    def next_slot(self, infohash: bytes) -> int:
+        """0, 1, 2, ... for successive calls on one torrent (shared by every tracker on
+        the store): each downloader's place in its wave, which picks the pieces it fetches
+        first (see agent.stripes). Forgotten SLOT_TTL s after the last call."""
+
     def counts(self, infohash: bytes, peers: list[PeerInfo] | None = None) -> SwarmCounts:
         """Seeders, leechers, finished downloads; pass `peers` when already fetched."""
         peers = self.peers(infohash) if peers is None else peers
@@ -75,11 +81,17 @@ class PeerStore(ABC):
         return SwarmCounts(complete, len(peers) - complete, self.downloaded(infohash))
 
 
+# Seconds a torrent's slot counter outlives its last use. A later wave starting anywhere
+# in the count is fine: only consecutive slots need to differ.
+SLOT_TTL = 3600
+
+
 class MemoryPeerStore(PeerStore):
     def __init__(self, ttl: float, clock=time.time):
         super().__init__(ttl, clock)
         self._swarms: dict[bytes, dict[bytes, tuple[PeerInfo, float]]] = {}
         self._downloaded: dict[bytes, int] = {}
+        self._slots: dict[bytes, tuple[int, float]] = {}  # infohash -> (next slot, last used)
         self._lock = threading.Lock()
 
     def update(self, infohash, peer):
@@ -107,6 +119,15 @@ class MemoryPeerStore(PeerStore):
 
     def ping(self):
         return None
+
+    def next_slot(self, infohash):
+        now = self.clock()
+        with self._lock:
+            slot, used = self._slots.get(infohash, (0, now))
+            if now - used > SLOT_TTL:
+                slot = 0
+            self._slots[infohash] = (slot + 1, now)
+            return slot
 
 
 class RedisPeerStore(PeerStore):
@@ -150,6 +171,14 @@ class RedisPeerStore(PeerStore):
 
     def ping(self):
         self.r.ping()
+
+    def next_slot(self, infohash):
+        key = f"{self.prefix}slot:{infohash.hex()}"
+        with self.r.pipeline(transaction=True) as p:
+            p.incr(key)
+            p.expire(key, SLOT_TTL)
+            count, _ = p.execute()
+        return int(count) - 1
 
 
 class MetainfoCache:

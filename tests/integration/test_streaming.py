@@ -78,3 +78,34 @@ def test_download_that_fails_midway_cuts_the_stream_and_caches_nothing(slow_clus
     # Once the source is back, a new request succeeds.
     body = requests.get(agent_url(slow_cluster, 0, digest), timeout=60).content
     assert hashlib.sha256(body).hexdigest() == digest.hex
+
+
+def test_agents_downloading_together_take_consecutive_slots_and_split_the_blob(slow_cluster, tmp_path):
+    # Both agents ask at once; the tracker gives each a slot, and once they see each other
+    # each puts its own half of the pieces first (agent.stripes). The bodies must be whole.
+    import threading
+
+    data = os.urandom(24 << 20)
+    digest = upload(slow_cluster, data, tmp_path)
+    bodies: dict[int, bytes] = {}
+
+    def fetch(i):
+        bodies[i] = requests.get(agent_url(slow_cluster, i, digest), timeout=(3, 60)).content
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    seen: dict[int, dict] = {}
+
+    def both_striped():
+        for i in (0, 1):
+            st = status(slow_cluster, i, digest)
+            if st["state"] == "downloading":
+                seen[i] = st
+        return len(seen) == 2 and all(s["stripes"] == 2 for s in seen.values())
+
+    wait_for(both_striped, 20, "both agents to stripe the blob two ways")
+    for t in threads:
+        t.join(60)
+    assert sorted(s["slot"] for s in seen.values()) == [0, 1], seen
+    assert all(hashlib.sha256(bodies[i]).hexdigest() == digest.hex for i in (0, 1))

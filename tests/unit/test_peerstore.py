@@ -63,3 +63,19 @@ def test_remove_and_counts(store_and_clock):
     assert (c.complete, c.incomplete, c.downloaded) == (1, 1, 1)
     store.remove(IH, peer(2).peer_id)
     assert store.counts(IH).incomplete == 0
+
+
+def test_slots_count_up_per_torrent_and_restart_after_idle(store_and_clock):
+    store, clock = store_and_clock
+    assert [store.next_slot(IH) for _ in range(3)] == [0, 1, 2]
+    assert store.next_slot(b"\x02" * 20) == 0
+    assert store.next_slot(IH) == 3
+    if isinstance(store, MemoryPeerStore):  # Redis expires the key on its own clock
+        clock.now += 3601
+        assert store.next_slot(IH) == 0
+
+
+def test_redis_slot_counter_expires(redis_client):
+    store = RedisPeerStore(redis_client, ttl=30)
+    store.next_slot(IH)
+    assert 0 < redis_client.ttl(f"kraken:slot:{IH.hex()}") <= 3600

@@ -170,3 +170,17 @@ def test_origin_can_warm_the_metainfo_cache_but_only_with_a_matching_torrent(mak
     assert c.put(f"/internal/namespace/x/blobs/{d}/metainfo", data=torrent).status_code == 204
     assert c.get(f"/namespace/x/blobs/{d}/metainfo").status_code == 200
     assert origins.calls == 0  # served from the warmed cache
+
+
+def test_metainfo_hands_out_slots_only_when_asked(make_client, tmp_path):
+    from torrents.metainfo import build
+    from tracker.client import SLOT_HEADER
+
+    (tmp_path / "b").write_bytes(b"blob" * 1000)
+    d = Digest.of_file(tmp_path / "b")
+    c = make_client(FakeOrigins({d: build(tmp_path / "b", d).torrent()}))
+    url = f"/namespace/ns/blobs/{d}/metainfo"
+    # Standard clients and warm-ups take no slot, and do not move the count.
+    assert SLOT_HEADER not in c.get(url).headers
+    assert [c.get(url, query_string={"slot": "1"}).headers[SLOT_HEADER] for _ in range(3)] == ["0", "1", "2"]
+    assert SLOT_HEADER not in c.get(url).headers

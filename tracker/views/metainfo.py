@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, request
 from common.errors import KrakenError
 from common.httputil import parse_digest, register_status
 from torrents.metainfo import Metainfo, MetainfoError
+from tracker.client import SLOT_HEADER
 
 register_status(MetainfoError, 400)
 
@@ -37,7 +38,15 @@ def metainfo(namespace: str, digest: str):
         current_app.extensions["metrics_metainfo"].labels("miss").inc()
     cfg = current_app.config["KRAKEN"]
     announce = cfg.public_url.rstrip("/") + "/announce" if cfg.public_url else request.host_url + "announce"
-    return Response(meta.torrent(announce=announce), mimetype="application/x-bittorrent")
+    resp = Response(meta.torrent(announce=announce), mimetype="application/x-bittorrent")
+    if request.args.get("slot") == "1":
+        # An agent about to download: its place in this torrent's wave (agent.stripes).
+        # Best effort: without it the agent falls back to libtorrent's own piece order.
+        try:
+            resp.headers[SLOT_HEADER] = str(current_app.extensions["peer_store"].next_slot(meta.infohash))
+        except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not fail the metainfo
+            log.warning("no download slot for %s: %s", d, exc)
+    return resp
 
 
 # Digest -> when its origins were last nudged, per worker.
