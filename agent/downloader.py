@@ -3,9 +3,10 @@ file checked against its sha256 before it joins the cache. Concurrent requests f
 share one download, and may stream it while it arrives.
 
 Every byte served, whether cached or streamed, has been verified: the download reads each
-piece back from disk in order and checks it against its SHA-1 in the metainfo (while
-hashing the whole blob's sha256); a stream serves a piece only once it has passed, and the
-last piece of a blob only once the sha256 of the whole blob has matched. A client therefore never
+piece back from disk as it arrives and checks it against its SHA-1 in the metainfo, and
+hashes the whole blob's sha256 along the verified prefix; a stream serves a piece only once
+it and every piece before it have passed, and the last piece of a blob only once the sha256
+of the whole blob has matched. A client therefore never
 receives a complete blob with the wrong content; a failed download cuts its stream short.
 """
 
@@ -41,12 +42,12 @@ log = logging.getLogger(__name__)
 HEAD_PIECES = 1
 # Most bytes a stream reads (and sends) in one go.
 STREAM_CHUNK = 4 << 20
-# Bytes the in-order check hashes per hand-off to its thread; streams waiting on it move on
-# after each batch.
+# Bytes of pieces read back and checked per hand-off to a thread; streams waiting on the
+# check move on after each batch.
 CHECK_BATCH_BYTES = 8 << 20
-# A piece reported finished may still sit in libtorrent's write buffer; re-read it this many
-# times (10 ms apart) before calling it unreadable.
-READ_RETRIES = 500
+# A piece reported finished may still sit in libtorrent's write buffer; keep reading it
+# back (about every 10 ms) for this many seconds before calling it unreadable.
+READ_TIMEOUT = 5.0
 
 
 class DiskFull(DownloadError):
@@ -69,15 +70,11 @@ def open_when_present(*paths: Path, timeout: float = 5.0):
         gevent.sleep(0.01)
 
 
-def read_verified(f, meta: Metainfo, index: int) -> bytes:
-    """Piece `index` from open file `f`, checked against the metainfo's SHA-1."""
+def read_piece(f, meta: Metainfo, index: int) -> bytes | None:
+    """Piece `index` from open file `f` if it matches the metainfo's SHA-1, else None."""
     offset, length = meta.piece_span(index)
-    for _ in range(READ_RETRIES):
-        data = os.pread(f.fileno(), length, offset)
-        if len(data) == length and meta.piece_ok(index, data):
-            return data
-        time.sleep(0.01)
-    raise DownloadError(f"piece {index} on disk does not match its hash")
+    data = os.pread(f.fileno(), length, offset)
+    return data if len(data) == length and meta.piece_ok(index, data) else None
 
 
 class Admission:
@@ -335,26 +332,46 @@ class Downloader:
             # The clock starts once the download may run, not while it waited its turn.
             deadline = time.monotonic() + self.cfg.timeout
             dl.running.set()
-            # Check the blob in order while it arrives, so little is left to do at the end:
-            # each piece read back from disk against its SHA-1 (libtorrent checked what it
-            # received, this checks what reached the file), and the sha256 of the whole.
-            # Streams serve what has passed, without hashing it again.
+            # Check the blob while it arrives, so little is left to do at the end: each piece
+            # is read back from disk against its SHA-1 as soon as libtorrent reports it
+            # (libtorrent checked what it received; this checks what reached the file), in
+            # whatever order pieces come; the verified prefix then goes into the sha256 of
+            # the whole. Streams serve the verified prefix without hashing it again.
             h = hashlib.sha256()
-            index = 0
+            n = meta.num_pieces
+            ondisk = bytearray(n)  # pieces whose bytes on disk matched their SHA-1
+            misses: dict[int, float] = {}  # piece -> when its read-back first did not match
             batch = max(1, CHECK_BATCH_BYTES // meta.piece_length)
-            while index < meta.num_pieces:
-                self.session.wait_piece(infohash, index, stall_timeout=self.cfg.stall_timeout, deadline=deadline)
+            known = hashed = 0  # pieces libtorrent reported / leading pieces in the sha256
+            while hashed < n:
+                # A piece that did not read back right is likely still in libtorrent's write
+                # buffer: look again shortly even if nothing new arrives.
+                have = self.session.wait_pieces(infohash, known, stall_timeout=self.cfg.stall_timeout,
+                                                deadline=deadline, timeout=0.01 if misses else None)
+                known = have.count(1)
                 if f is None:
                     dl.marks["first piece"] = time.monotonic()
                     f = open_when_present(dl.partial)
-                # What has arrived contiguously from here is hashed in one go, a few MiB at a
-                # time so that streams waiting on it move on often.
-                end = index + 1
-                while end < min(meta.num_pieces, index + batch) and self.session.has_piece(infohash, end):
-                    end += 1
-                in_thread(_hash_pieces, f, meta, range(index, end), h)
-                dl.set_checked(end)
-                index = end
+                todo = [i for i in range(n) if have[i] and not ondisk[i]]
+                for start in range(0, len(todo), batch):
+                    chunk = todo[start:start + batch]
+                    passed = in_thread(_check_pieces, f, meta, chunk)
+                    for i in passed:
+                        ondisk[i] = 1
+                        misses.pop(i, None)
+                    now = time.monotonic()
+                    for i in set(chunk).difference(passed):
+                        if now - misses.setdefault(i, now) > READ_TIMEOUT:
+                            raise DownloadError(f"piece {i} on disk does not match its hash")
+                    end = dl.checked
+                    while end < n and ondisk[end]:
+                        end += 1
+                    if end > dl.checked:
+                        dl.set_checked(end)
+                if dl.checked > hashed:
+                    in_thread(_hash_span, f, hashed * meta.piece_length,
+                              min(dl.checked * meta.piece_length, meta.length), h)
+                    hashed = dl.checked
             actual = Digest(h.hexdigest())
             if actual != dl.digest:
                 # Every piece matched its SHA-1, so the metainfo itself must be wrong.
@@ -418,6 +435,17 @@ def _still_needed(dl: Download) -> int:
     return max(0, dl.meta.value.length - allocated)
 
 
-def _hash_pieces(f, meta: Metainfo, pieces: range, h) -> None:
-    for index in pieces:
-        h.update(read_verified(f, meta, index))
+def _check_pieces(f, meta: Metainfo, pieces: list[int]) -> list[int]:
+    """The pieces among `pieces` whose bytes in file `f` match their SHA-1 now."""
+    return [index for index in pieces if read_piece(f, meta, index) is not None]
+
+
+def _hash_span(f, start: int, end: int, h) -> None:
+    """Feeds bytes [start, end) of file `f` to hash `h`."""
+    pos = start
+    while pos < end:
+        data = os.pread(f.fileno(), min(end - pos, STREAM_CHUNK), pos)
+        if not data:
+            raise DownloadError(f"file is short on disk at byte {pos}")
+        h.update(data)
+        pos += len(data)

@@ -207,6 +207,21 @@ class TorrentSession:
             self._check(t, stall_timeout, deadline)
             t.changed.wait(timeout=0.5)
 
+    def wait_pieces(self, infohash: str, known: int, *, stall_timeout: float, deadline: float,
+                    timeout: float | None = None) -> bytearray:
+        """Blocks this greenlet until more than `known` pieces have passed their hash check
+        (or `timeout` s have passed); returns the torrent's map of them (1 = passed, in
+        piece order; it changes as pieces arrive). Raises as wait_piece."""
+        t = self._get(infohash)
+        until = None if timeout is None else time.monotonic() + timeout
+        while t.have.count(1) <= known:
+            self._check(t, stall_timeout, deadline)
+            left = 0.5 if until is None else min(0.5, until - time.monotonic())
+            if left <= 0:
+                break
+            t.changed.wait(timeout=left)
+        return t.have
+
     def wait_finished(self, infohash: str, *, stall_timeout: float, deadline: float) -> None:
         t = self._get(infohash)
         while not t.finished.is_set():
