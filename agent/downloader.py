@@ -6,8 +6,8 @@ Every byte served, whether cached or streamed, has been verified: the download r
 piece back from disk as it arrives and checks it against its SHA-1 in the metainfo, and
 hashes the whole blob's sha256 along the verified prefix; a stream serves a piece only once
 it and every piece before it have passed, and the last piece of a blob only once the sha256
-of the whole blob has matched. A client therefore never
-receives a complete blob with the wrong content; a failed download cuts its stream short.
+of the whole blob has matched. A client therefore never receives a complete blob with the
+wrong content; a failed download cuts its stream short.
 """
 
 from __future__ import annotations
@@ -128,6 +128,52 @@ class Admission:
     def leave(self) -> None:
         self.active -= 1
         self._changed.notify()
+
+
+class OnDiskCheck:
+    """Checks a download's file while it arrives, so little is left to do at the end: each
+    piece is read back from disk against its SHA-1 as soon as libtorrent reports it, in
+    whatever order pieces come (libtorrent checked what it received; this checks what reached
+    the file), and the verified prefix goes into the sha256 of the whole. The prefix is
+    published as `Download.checked`, which streams serve without hashing it again."""
+
+    def __init__(self, dl: Download, meta: Metainfo):
+        self.dl = dl
+        self.meta = meta
+        self.ondisk = bytearray(meta.num_pieces)  # pieces whose bytes on disk matched their SHA-1
+        self.misses: dict[int, float] = {}  # piece -> when its read-back first did not match
+        self.sha256 = hashlib.sha256()
+        self.hashed = 0  # leading pieces fed to the sha256
+        self.batch = max(1, CHECK_BATCH_BYTES // meta.piece_length)
+
+    @property
+    def done(self) -> bool:
+        return self.hashed == self.meta.num_pieces
+
+    def advance(self, f, have: bytearray) -> None:
+        """Checks the pieces in `have` (1 = reported by libtorrent) not yet checked, in
+        batches; raises DownloadError for one that has not read back right for READ_TIMEOUT."""
+        meta, dl, n = self.meta, self.dl, self.meta.num_pieces
+        todo = [i for i in range(n) if have[i] and not self.ondisk[i]]
+        for start in range(0, len(todo), self.batch):
+            chunk = todo[start:start + self.batch]
+            passed = in_thread(_check_pieces, f, meta, chunk)
+            for i in passed:
+                self.ondisk[i] = 1
+                self.misses.pop(i, None)
+            now = time.monotonic()
+            for i in set(chunk).difference(passed):
+                if now - self.misses.setdefault(i, now) > READ_TIMEOUT:
+                    raise DownloadError(f"piece {i} on disk does not match its hash")
+            end = dl.checked
+            while end < n and self.ondisk[end]:
+                end += 1
+            if end > dl.checked:
+                dl.set_checked(end)
+        if dl.checked > self.hashed:
+            in_thread(_hash_span, f, self.hashed * meta.piece_length,
+                      min(dl.checked * meta.piece_length, meta.length), self.sha256)
+            self.hashed = dl.checked
 
 
 class Download:
@@ -332,47 +378,19 @@ class Downloader:
             # The clock starts once the download may run, not while it waited its turn.
             deadline = time.monotonic() + self.cfg.timeout
             dl.running.set()
-            # Check the blob while it arrives, so little is left to do at the end: each piece
-            # is read back from disk against its SHA-1 as soon as libtorrent reports it
-            # (libtorrent checked what it received; this checks what reached the file), in
-            # whatever order pieces come; the verified prefix then goes into the sha256 of
-            # the whole. Streams serve the verified prefix without hashing it again.
-            h = hashlib.sha256()
-            n = meta.num_pieces
-            ondisk = bytearray(n)  # pieces whose bytes on disk matched their SHA-1
-            misses: dict[int, float] = {}  # piece -> when its read-back first did not match
-            batch = max(1, CHECK_BATCH_BYTES // meta.piece_length)
-            known = hashed = 0  # pieces libtorrent reported / leading pieces in the sha256
-            while hashed < n:
+            check = OnDiskCheck(dl, meta)
+            known = 0  # pieces libtorrent has reported
+            while not check.done:
                 # A piece that did not read back right is likely still in libtorrent's write
                 # buffer: look again shortly even if nothing new arrives.
                 have = self.session.wait_pieces(infohash, known, stall_timeout=self.cfg.stall_timeout,
-                                                deadline=deadline, timeout=0.01 if misses else None)
+                                                deadline=deadline, timeout=0.01 if check.misses else None)
                 known = have.count(1)
                 if f is None:
                     dl.marks["first piece"] = time.monotonic()
                     f = open_when_present(dl.partial)
-                todo = [i for i in range(n) if have[i] and not ondisk[i]]
-                for start in range(0, len(todo), batch):
-                    chunk = todo[start:start + batch]
-                    passed = in_thread(_check_pieces, f, meta, chunk)
-                    for i in passed:
-                        ondisk[i] = 1
-                        misses.pop(i, None)
-                    now = time.monotonic()
-                    for i in set(chunk).difference(passed):
-                        if now - misses.setdefault(i, now) > READ_TIMEOUT:
-                            raise DownloadError(f"piece {i} on disk does not match its hash")
-                    end = dl.checked
-                    while end < n and ondisk[end]:
-                        end += 1
-                    if end > dl.checked:
-                        dl.set_checked(end)
-                if dl.checked > hashed:
-                    in_thread(_hash_span, f, hashed * meta.piece_length,
-                              min(dl.checked * meta.piece_length, meta.length), h)
-                    hashed = dl.checked
-            actual = Digest(h.hexdigest())
+                check.advance(f, have)
+            actual = Digest(check.sha256.hexdigest())
             if actual != dl.digest:
                 # Every piece matched its SHA-1, so the metainfo itself must be wrong.
                 raise DownloadError(f"downloaded content is {actual}, not {dl.digest}: bad metainfo?")

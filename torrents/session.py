@@ -110,6 +110,7 @@ class _Torrent:
         self.have = bytearray(meta.num_pieces)
         self.changed = Signal()
         self.reannounced_at = 0.0
+        self.urgent: set[int] = set()  # pieces given a deadline (prioritize)
 
     def notify(self) -> None:
         self.changed.notify()
@@ -249,8 +250,14 @@ class TorrentSession:
         return len({p.ip[0] for p in t.handle.get_peer_info() if not p.flags & lt.peer_info.seed})
 
     def set_priorities(self, infohash: str, priorities: list[int]) -> None:
-        """Replaces the piece priorities of a torrent (1-7, one per piece)."""
-        self._get(infohash).handle.prioritize_pieces(priorities)
+        """Replaces the piece priorities of a torrent (1-7, one per piece); pieces given a
+        deadline by `prioritize` and not yet here keep libtorrent's top priority, 7."""
+        t = self._get(infohash)
+        priorities = list(priorities)
+        for index in t.urgent:
+            if not t.have[index]:
+                priorities[index] = 7
+        t.handle.prioritize_pieces(priorities)
 
     def prioritize(self, infohash: str, pieces: range, deadline_ms: int = 0) -> None:
         """Asks for these pieces first (time-critical), e.g. the head of a blob a client is
@@ -258,6 +265,7 @@ class TorrentSession:
         t = self._get(infohash)
         for i, index in enumerate(pieces):
             if not t.have[index]:
+                t.urgent.add(index)
                 t.handle.set_piece_deadline(index, deadline_ms + 10 * i)
 
     def download(self, meta: Metainfo, save_dir: Path, *, timeout: float, stall_timeout: float) -> None:
