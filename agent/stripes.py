@@ -8,13 +8,13 @@ the same one: measured, the origin sent 1.17-1.23 copies of a blob to 10 agents,
 agent waited for those duplicates.
 
 Each download therefore gets a slot from the tracker (0, 1, 2, ... per torrent, in the order
-agents asked for the metainfo) and puts the pieces of its stripe, `index % stripes ==
-slot % stripes`, at the top priority. The number of stripes is the wave's size as this
-agent sees it: the addresses among its connected peers that are still downloading, plus
-itself. Consecutive slots
-differ modulo that number, so a wave's agents take disjoint stripes from the origin and get
-the rest from each other. Everything else keeps libtorrent's rarest-first order. This is
-only an order: every piece is still wanted, and an agent alone fetches all of them.
+agents asked for the metainfo) and asks first for the pieces of its stripe, `index % stripes
+== slot % stripes`. The number of stripes is the wave's size as this agent sees it: the
+addresses among its connected peers that are still downloading, plus itself. Consecutive
+slots differ modulo that number, so a wave's agents take disjoint stripes from the origin
+and get the rest from each other. Everything else keeps libtorrent's rarest-first order.
+This is only an order: every piece is still wanted, and an agent alone fetches all of them
+in libtorrent's own order.
 """
 
 from __future__ import annotations
@@ -35,4 +35,3 @@ def stripe_priorities(num_pieces: int, slot: int, stripes: int) -> list[int] | N
         return None
     mine = slot % stripes
     return [TOP if index % stripes == mine else REST for index in range(num_pieces)]
-

@@ -347,7 +347,8 @@ class TorrentSession:
         except KeyError:
             raise NotFound(f"no torrent {infohash}") from None
 
-    def _add(self, meta: Metainfo, save_dir: Path, *, seed: bool, priorities=None) -> _Torrent:
+    def _add(self, meta: Metainfo, save_dir: Path, *, seed: bool,
+             priorities: list[int] | None = None) -> _Torrent:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(lt.bdecode(meta.torrent()))
         atp.save_path = str(save_dir)
