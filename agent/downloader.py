@@ -100,7 +100,8 @@ class Admission:
         return t
 
     def enter(self, ticket: int, large: bool) -> bool:
-        """Blocks until the download may start; True when it holds a slot to `leave`."""
+        """Blocks until the download may start; True when it holds one of the `limit`
+        places, to give back with `leave`."""
         self._undecided.pop(ticket, None)
         if not large or self.limit <= 0:
             self._changed.notify()
@@ -150,11 +151,12 @@ class OnDiskCheck:
     def done(self) -> bool:
         return self.hashed == self.meta.num_pieces
 
-    def advance(self, f, have: bytearray) -> None:
-        """Checks the pieces in `have` (1 = reported by libtorrent) not yet checked, in
-        batches; raises DownloadError for one that has not read back right for READ_TIMEOUT."""
+    def advance(self, f, new: list[int]) -> None:
+        """Checks the pieces libtorrent reported since the last call (`new`) and those that
+        did not read back right before, in batches; raises DownloadError for one that has
+        not read back right for READ_TIMEOUT."""
         meta, dl, n = self.meta, self.dl, self.meta.num_pieces
-        todo = [i for i in range(n) if have[i] and not self.ondisk[i]]
+        todo = [*self.misses, *new]
         for start in range(0, len(todo), self.batch):
             chunk = todo[start:start + self.batch]
             passed = in_thread(_check_pieces, f, meta, chunk)
@@ -359,22 +361,22 @@ class Downloader:
 
     def _fetch(self, dl: Download, meta: Metainfo) -> Path:
         infohash = meta.infohash_hex
-        ok = slot = False
+        ok = admitted = False
         f = striping = None
         try:
             # Joining the swarm while queued does not help: libtorrent in upload mode
             # (connected, requesting nothing) took 0.4-1 s to start once released, against
             # 30-90 ms for a torrent added then.
-            slot = self.admission.enter(dl.ticket, large=meta.length >= self.cfg.queue_min_bytes)
-            if slot:
+            admitted = self.admission.enter(dl.ticket, large=meta.length >= self.cfg.queue_min_bytes)
+            if admitted:
                 dl.marks["admitted"] = time.monotonic()
+            priorities = None
             if dl.slot is not None and meta.num_pieces > 1:
                 # Until its peers are known, the agent's slot is the best guess at the wave's size.
-                stripes = dl.slot + 1
-                self.session.start(meta, self.store.download_dir, stripe_priorities(meta.num_pieces, dl.slot, stripes))
-                striping = gevent.spawn(self._restripe, dl, meta, stripes)
-            else:
-                self.session.start(meta, self.store.download_dir)
+                guess = dl.slot + 1
+                priorities = stripe_priorities(meta.num_pieces, dl.slot, guess)
+                striping = gevent.spawn(self._restripe, dl, meta, guess)
+            self.session.start(meta, self.store.download_dir, priorities)
             # The clock starts once the download may run, not while it waited its turn.
             deadline = time.monotonic() + self.cfg.timeout
             dl.running.set()
@@ -383,13 +385,13 @@ class Downloader:
             while not check.done:
                 # A piece that did not read back right is likely still in libtorrent's write
                 # buffer: look again shortly even if nothing new arrives.
-                have = self.session.wait_pieces(infohash, known, stall_timeout=self.cfg.stall_timeout,
-                                                deadline=deadline, timeout=0.01 if check.misses else None)
-                known = have.count(1)
+                arrived = self.session.wait_pieces(infohash, known, stall_timeout=self.cfg.stall_timeout,
+                                                   deadline=deadline, timeout=0.01 if check.misses else None)
+                new, known = arrived[known:], len(arrived)
                 if f is None:
                     dl.marks["first piece"] = time.monotonic()
                     f = open_when_present(dl.partial)
-                check.advance(f, have)
+                check.advance(f, new)
             actual = Digest(check.sha256.hexdigest())
             if actual != dl.digest:
                 # Every piece matched its SHA-1, so the metainfo itself must be wrong.
@@ -397,9 +399,9 @@ class Downloader:
             # Streams may release their last piece now; publishing is this host's business.
             dl.verified.set(True)
             dl.marks["verified"] = time.monotonic()
-            if slot:  # the next download need not wait for this one's fsync
+            if admitted:  # the next download need not wait for this one's fsync
                 self.admission.leave()
-                slot = False
+                admitted = False
             in_thread(os.fsync, f.fileno())
             self.seeder.remember(dl.digest, meta)
             # A rename into the cache; libtorrent keeps seeding from the new place.
@@ -408,7 +410,7 @@ class Downloader:
         finally:
             if striping is not None:
                 striping.kill(block=False)
-            if slot:
+            if admitted:
                 self.admission.leave()
             if f is not None:
                 f.close()

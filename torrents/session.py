@@ -108,6 +108,7 @@ class _Torrent:
         self.progress = Progress(total=meta.length)
         self.last_progress_at = time.monotonic()
         self.have = bytearray(meta.num_pieces)
+        self.arrived: list[int] = []  # the pieces in `have`, in the order they passed
         self.changed = Signal()
         self.reannounced_at = 0.0
         self.urgent: set[int] = set()  # pieces given a deadline (prioritize)
@@ -199,29 +200,22 @@ class TorrentSession:
         if meta.infohash_hex not in self._torrents:
             self._add(meta, save_dir, seed=False, priorities=priorities)
 
-    def wait_piece(self, infohash: str, index: int, *, stall_timeout: float, deadline: float) -> None:
-        """Blocks this greenlet until piece `index` has passed its hash check. Raises
+    def wait_pieces(self, infohash: str, known: int, *, stall_timeout: float, deadline: float,
+                    timeout: float | None = None) -> list[int]:
+        """Blocks this greenlet until more than `known` pieces have passed their hash check
+        (or `timeout` s have passed); returns those pieces in the order they passed (the
+        list grows as pieces arrive: what is new is from index `known` on). Raises
         DownloadError on a libtorrent error, removal, `stall_timeout` s without new bytes,
         or at monotonic time `deadline`."""
         t = self._get(infohash)
-        while not t.have[index]:
-            self._check(t, stall_timeout, deadline)
-            t.changed.wait(timeout=0.5)
-
-    def wait_pieces(self, infohash: str, known: int, *, stall_timeout: float, deadline: float,
-                    timeout: float | None = None) -> bytearray:
-        """Blocks this greenlet until more than `known` pieces have passed their hash check
-        (or `timeout` s have passed); returns the torrent's map of them (1 = passed, in
-        piece order; it changes as pieces arrive). Raises as wait_piece."""
-        t = self._get(infohash)
         until = None if timeout is None else time.monotonic() + timeout
-        while t.have.count(1) <= known:
+        while len(t.arrived) <= known:
             self._check(t, stall_timeout, deadline)
             left = 0.5 if until is None else min(0.5, until - time.monotonic())
             if left <= 0:
                 break
             t.changed.wait(timeout=left)
-        return t.have
+        return t.arrived
 
     def wait_finished(self, infohash: str, *, stall_timeout: float, deadline: float) -> None:
         t = self._get(infohash)
@@ -303,10 +297,6 @@ class TorrentSession:
         t.notify()
         return True
 
-    def has_piece(self, infohash: str, index: int) -> bool:
-        t = self._torrents.get(infohash)
-        return t is not None and bool(t.have[index])
-
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
 
@@ -369,6 +359,7 @@ class TorrentSession:
         if seed:
             t.finished.set()
             t.have[:] = b"\x01" * meta.num_pieces
+            t.arrived = list(range(meta.num_pieces))
             t.progress = replace(t.progress, done=meta.length, state="seeding")
         self._torrents[meta.infohash_hex] = t
         return t
@@ -436,6 +427,7 @@ class TorrentSession:
             if t is not None:
                 t.last_progress_at = time.monotonic()
                 t.progress = replace(t.progress, done=t.meta.length, state="seeding")
+                t.arrived.extend(i for i, passed in enumerate(t.have) if not passed)
                 t.have[:] = b"\x01" * t.meta.num_pieces
                 t.finished.set()
                 t.notify()
@@ -449,7 +441,9 @@ class TorrentSession:
         elif isinstance(alert, lt.piece_finished_alert):
             t = self._entry(alert)
             if t is not None:
-                t.have[alert.piece_index] = 1
+                if not t.have[alert.piece_index]:
+                    t.have[alert.piece_index] = 1
+                    t.arrived.append(alert.piece_index)
                 t.last_progress_at = time.monotonic()
                 t.notify()
         elif isinstance(alert, lt.cache_flushed_alert):
