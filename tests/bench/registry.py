@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 
 from common.devcluster import Cluster
-from tests.integration.docker_env import Dockerd, ReferenceRegistry, build_image, pull_digest, push_digest
+from tests.integration.docker_env import Dockerd, ReferenceRegistry, pull_digest, push_digest
+from tests.integration.images import build_image
 
 MiB = 1 << 20
 TARGETS = {"push": 1.5, "pull": 1.3}

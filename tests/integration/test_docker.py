@@ -25,13 +25,13 @@ from tests.integration.docker_env import (
     DOCKER_MANIFEST,
     ReferenceRegistry,
     Target,
-    build_image,
     kraken_target,
     pull_digest,
     push_digest,
     token,
 )
 from tests.integration.helpers import metric, wait_for
+from tests.integration.images import build_image
 
 # Fixtures (module-scoped dockerd, reference registry, skopeo; the parametrized target).
 dockerd = docker_env.dockerd

@@ -20,8 +20,9 @@ from common.backends import keys
 from common.devcluster import Cluster
 from common.digest import Digest
 from tests.integration import docker_env
-from tests.integration.docker_env import DOCKER_MANIFEST, build_image, pull_digest, push_digest, token
+from tests.integration.docker_env import DOCKER_MANIFEST, pull_digest, push_digest, token
 from tests.integration.helpers import agent_url, upload, wait_for
+from tests.integration.images import build_image
 from tests.integration.test_storage_backends import wipe_origins
 from tests.servers import RestartableTestfs
 from torrents.metainfo import Metainfo

@@ -19,10 +19,10 @@ from tests.integration.docker_env import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
     Target,
-    busybox_rootfs_tar,
     pull_digest,
     token,
 )
+from tests.integration.images import add_file, busybox_rootfs_tar
 
 # Fixtures (module-scoped dockerd, reference registry, skopeo; the parametrized target).
 dockerd = docker_env.dockerd
@@ -53,7 +53,7 @@ def write_oci_layout(path: Path, message: str) -> dict:
     for arch in ("amd64", "arm64"):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            docker_env.add_file(tar, "hello.txt", f"{message} ({arch})\n".encode())
+            add_file(tar, "hello.txt", f"{message} ({arch})\n".encode())
         top, top_diff = layer(buf.getvalue())
         config = {
             "architecture": arch, "os": "linux",
