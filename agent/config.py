@@ -38,6 +38,10 @@ class DownloadConfig:
     # Ask the tracker for a slot in the blob's wave and fetch that stripe of pieces first,
     # so agents starting together take different pieces from the origin (agent.stripes).
     stripes: bool = True
+    # A download that has no stripes (the first of its wave, or alone) fetches pieces in
+    # order until others show up: a client streaming it then receives bytes as they land,
+    # not most of the blob in a burst once the last stray piece is in (agent.downloader).
+    sequential: bool = True
 
 
 @dataclass(frozen=True)

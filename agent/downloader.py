@@ -154,14 +154,15 @@ class OnDiskCheck:
     def advance(self, f, new: list[int]) -> None:
         """Checks the pieces libtorrent reported since the last call (`new`) and those that
         did not read back right before, in batches; raises DownloadError for one that has
-        not read back right for READ_TIMEOUT."""
+        not read back right for READ_TIMEOUT. A piece that passes right where the sha256
+        has got to goes into it from the same read; the others are read again once the
+        verified prefix reaches them."""
         meta, dl, n = self.meta, self.dl, self.meta.num_pieces
         todo = [*self.misses, *new]
         for start in range(0, len(todo), self.batch):
             chunk = todo[start:start + self.batch]
-            passed = in_thread(_check_pieces, f, meta, chunk)
+            passed, self.hashed = in_thread(_check_pieces, f, meta, chunk, self.ondisk, self.hashed, self.sha256)
             for i in passed:
-                self.ondisk[i] = 1
                 self.misses.pop(i, None)
             now = time.monotonic()
             for i in set(chunk).difference(passed):
@@ -188,6 +189,7 @@ class Download:
         self.namespace = namespace
         self.slot: int | None = None  # place in the torrent's wave, from the tracker (agent.stripes)
         self.stripes = 0  # the wave's size as last set; 0 until peers show it
+        self.sequential = False  # fetching pieces in order (alone so far)
         self.digest = digest
         self.partial = partial
         self.meta = gevent.event.AsyncResult()
@@ -268,7 +270,8 @@ class Downloader:
         if dl.infohash and self.session.has(dl.infohash):
             p = self.session.progress(dl.infohash)
             return {"state": "downloading", "done": p.done, "total": p.total, "peers": p.peers,
-                    "download_rate": p.download_rate, "slot": dl.slot, "stripes": dl.stripes}
+                    "download_rate": p.download_rate, "slot": dl.slot, "stripes": dl.stripes,
+                    "sequential": dl.sequential}
         if dl.meta.successful():
             return {"state": "queued", "done": 0, "total": dl.meta.value.length}
         return {"state": "pending", "done": 0, "total": None}
@@ -371,12 +374,16 @@ class Downloader:
             if admitted:
                 dl.marks["admitted"] = time.monotonic()
             priorities = None
+            sequential = False
             if dl.slot is not None and meta.num_pieces > 1:
                 # Until its peers are known, the agent's slot is the best guess at the wave's size.
                 guess = dl.slot + 1
                 priorities = stripe_priorities(meta.num_pieces, dl.slot, guess)
+                # Alone so far: in piece order, so a stream flows as pieces land (the
+                # restriping below ends it once other downloaders show up).
+                sequential = dl.sequential = priorities is None and self.cfg.sequential
                 striping = gevent.spawn(self._restripe, dl, meta, guess)
-            self.session.start(meta, self.store.download_dir, priorities)
+            self.session.start(meta, self.store.download_dir, priorities, sequential=sequential)
             # The clock starts once the download may run, not while it waited its turn.
             deadline = time.monotonic() + self.cfg.timeout
             dl.running.set()
@@ -439,6 +446,7 @@ class Downloader:
             if others and seen > stripes:
                 if seen != guess or stripes:
                     self.session.set_priorities(infohash, stripe_priorities(meta.num_pieces, dl.slot, seen))
+                    dl.sequential = False
                 stripes = dl.stripes = seen
                 log.debug("%s: slot %d of a wave of %d", dl.digest, dl.slot, stripes)
             gevent.sleep(self.session.cfg.progress_interval)
@@ -455,9 +463,21 @@ def _still_needed(dl: Download) -> int:
     return max(0, dl.meta.value.length - allocated)
 
 
-def _check_pieces(f, meta: Metainfo, pieces: list[int]) -> list[int]:
-    """The pieces among `pieces` whose bytes in file `f` match their SHA-1 now."""
-    return [index for index in pieces if read_piece(f, meta, index) is not None]
+def _check_pieces(f, meta: Metainfo, pieces: list[int], ondisk: bytearray, hashed: int, h) -> tuple[list[int], int]:
+    """Reads `pieces` from file `f` and marks in `ondisk` those whose bytes match their
+    SHA-1 now; feeds hash `h` (which has the first `hashed` pieces) every piece that
+    continues it, from the same read. Returns the pieces that passed and the pieces in `h`."""
+    passed = []
+    for index in pieces:
+        data = read_piece(f, meta, index)
+        if data is None:
+            continue
+        passed.append(index)
+        ondisk[index] = 1
+        if index == hashed:
+            h.update(data)
+            hashed += 1
+    return passed, hashed
 
 
 def _hash_span(f, start: int, end: int, h) -> None:

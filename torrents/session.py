@@ -194,11 +194,13 @@ class TorrentSession:
         if meta.infohash_hex not in self._torrents:
             self._add(meta, save_dir, seed=True)
 
-    def start(self, meta: Metainfo, save_dir: Path, priorities: list[int] | None = None) -> None:
+    def start(self, meta: Metainfo, save_dir: Path, priorities: list[int] | None = None,
+              sequential: bool = False) -> None:
         """Starts downloading `save_dir/<name>` (no-op if the torrent is already here),
-        with libtorrent piece `priorities` (1-7, one per piece) if given."""
+        with libtorrent piece `priorities` (1-7, one per piece) if given, or in piece order
+        if `sequential` (until `set_priorities`)."""
         if meta.infohash_hex not in self._torrents:
-            self._add(meta, save_dir, seed=False, priorities=priorities)
+            self._add(meta, save_dir, seed=False, priorities=priorities, sequential=sequential)
 
     def wait_pieces(self, infohash: str, known: int, *, stall_timeout: float, deadline: float,
                     timeout: float | None = None) -> list[int]:
@@ -244,13 +246,15 @@ class TorrentSession:
         return len({p.ip[0] for p in t.handle.get_peer_info() if not p.flags & lt.peer_info.seed})
 
     def set_priorities(self, infohash: str, priorities: list[int]) -> None:
-        """Replaces the piece priorities of a torrent (1-7, one per piece); pieces given a
-        deadline by `prioritize` and not yet here keep libtorrent's top priority, 7."""
+        """Replaces the piece priorities of a torrent (1-7, one per piece) and ends any
+        sequential order (libtorrent's sequential mode ignores priorities below 7); pieces
+        given a deadline by `prioritize` and not yet here keep the top priority, 7."""
         t = self._get(infohash)
         priorities = list(priorities)
         for index in t.urgent:
             if not t.have[index]:
                 priorities[index] = 7
+        t.handle.unset_flags(lt.torrent_flags.sequential_download)
         t.handle.prioritize_pieces(priorities)
 
     def prioritize(self, infohash: str, pieces: range, deadline_ms: int = 0) -> None:
@@ -338,7 +342,7 @@ class TorrentSession:
             raise NotFound(f"no torrent {infohash}") from None
 
     def _add(self, meta: Metainfo, save_dir: Path, *, seed: bool,
-             priorities: list[int] | None = None) -> _Torrent:
+             priorities: list[int] | None = None, sequential: bool = False) -> _Torrent:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(lt.bdecode(meta.torrent()))
         atp.save_path = str(save_dir)
@@ -354,6 +358,8 @@ class TorrentSession:
                 atp.flags |= lt.torrent_flags.super_seeding
         if priorities is not None:
             atp.piece_priorities = priorities
+        if sequential:
+            atp.flags |= lt.torrent_flags.sequential_download
         handle = self._ses.add_torrent(atp)
         t = _Torrent(handle, meta)
         if seed:

@@ -45,6 +45,27 @@ def test_first_bytes_arrive_long_before_the_whole_blob(slow_cluster, tmp_path):
     wait_for(lambda: status(slow_cluster, 0, digest)["state"] == "cached", 10, "the blob to be cached")
 
 
+def test_an_agent_alone_fetches_in_order_so_its_stream_flows(slow_cluster, tmp_path):
+    # Alone in the swarm, the agent asks for the pieces in order: the client receives the
+    # blob while it arrives rather than most of it in a burst at the end. (In libtorrent's
+    # own random order, a quarter of the blob would almost never be ready in order while
+    # three quarters are still to come.)
+    data = os.urandom(24 << 20)
+    digest = upload(slow_cluster, data, tmp_path)
+    got, flowing, order = 0, [], set()
+    with requests.get(agent_url(slow_cluster, 0, digest), stream=True, timeout=(3, 60)) as resp:
+        for chunk in resp.iter_content(1 << 20):
+            got += len(chunk)
+            st = status(slow_cluster, 0, digest)
+            if st["state"] == "downloading":
+                order.add(st["sequential"])
+                if got >= len(data) // 4 and st["done"] < len(data) * 3 // 4:
+                    flowing.append((got, st["done"]))
+    assert got == len(data)
+    assert order == {True}, order
+    assert flowing, "the stream had a quarter of the blob only once three quarters had arrived"
+
+
 def test_range_of_a_blob_still_downloading(slow_cluster, tmp_path):
     data = os.urandom(12 << 20)
     digest = upload(slow_cluster, data, tmp_path)
@@ -102,7 +123,7 @@ def test_agents_downloading_together_take_consecutive_slots_and_split_the_blob(s
             st = status(slow_cluster, i, digest)
             if st["state"] == "downloading":
                 seen[i] = st
-        return len(seen) == 2 and all(s["stripes"] == 2 for s in seen.values())
+        return len(seen) == 2 and all(s["stripes"] == 2 and not s["sequential"] for s in seen.values())
 
     wait_for(both_striped, 20, "both agents to stripe the blob two ways")
     for t in threads:

@@ -83,4 +83,21 @@ def test_pieces_are_checked_against_their_sha1(tmp_path):
     path.write_bytes(data[:1000] + b"X" + data[1001:])
     with open(path, "rb") as f:
         assert downloader.read_piece(f, meta, 0) is None
-        assert downloader._check_pieces(f, meta, [0, 1, 2]) == [1, 2]
+        ondisk, h = bytearray(3), hashlib.sha256()
+        assert downloader._check_pieces(f, meta, [0, 1, 2], ondisk, 0, h) == ([1, 2], 0)
+        assert ondisk == bytearray([0, 1, 1]) and h.digest() == hashlib.sha256().digest()
+
+
+def test_pieces_that_continue_the_hash_go_into_it_from_the_same_read(tmp_path):
+    from agent import downloader
+
+    path, d, data = make_blob(tmp_path, (600 << 10))
+    meta = mi.build(path, d)
+    with open(path, "rb") as f:
+        ondisk, h = bytearray(3), hashlib.sha256()
+        # Piece 2 arrives first: checked, but not hashed before pieces 0 and 1.
+        assert downloader._check_pieces(f, meta, [2, 0], ondisk, 0, h) == ([2, 0], 1)
+        assert h.digest() == hashlib.sha256(data[:256 << 10]).digest()
+        assert downloader._check_pieces(f, meta, [1], ondisk, 1, h) == ([1], 2)
+        assert ondisk == bytearray([1, 1, 1])
+        assert h.digest() == hashlib.sha256(data[:512 << 10]).digest()
