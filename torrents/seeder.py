@@ -1,6 +1,6 @@
 """Seeds the blobs of a content-addressed store: each blob's metainfo is built once, kept
-beside it as a sidecar, and its torrent added in seed mode (no re-hash). Used by origins
-(every blob) and agents (their cache)."""
+beside it as a sidecar, and its torrent added without re-hashing the file up front. Used by
+origins (every blob) and agents (their cache)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,19 @@ class Seeder:
         """The blob's metainfo (built on first use), and the blob seeded."""
         if not self.store.exists(digest):
             raise NotFound(f"blob {digest} not found")
-        meta = self._flight.do(digest, lambda: self._load_or_build(digest))
-        self.session.seed(meta, self.store.blob_dir(digest))
+        meta, built = self._flight.do(digest, lambda: self._load_or_build(digest))
+        # A metainfo built just now hashed every piece of the file: no need to again.
+        self.session.seed(meta, self.store.blob_dir(digest), checked=built)
         return meta
 
-    def _load_or_build(self, digest: Digest) -> mi.Metainfo:
+    def _load_or_build(self, digest: Digest) -> tuple[mi.Metainfo, bool]:
+        """The blob's metainfo, and whether it was built (from the file) just now."""
         cached = self.store.get_meta(digest, SIDECAR)
         if cached is not None:
-            return mi.Metainfo(cached)
+            return mi.Metainfo(cached), False
         meta = in_thread(mi.build, self.store.path(digest), digest)
         self.store.set_meta(digest, SIDECAR, meta.info)
-        return meta
+        return meta, True
 
     def remember(self, digest: Digest, meta: mi.Metainfo) -> None:
         """Records the metainfo of a blob that arrived by torrent (it is already seeding)."""

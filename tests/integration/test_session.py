@@ -152,3 +152,34 @@ def test_peer_connections_have_nagle_off(tracker_url, tmp_path, nodelay):
     finally:
         seeder.stop()
         leecher.stop()
+
+
+def test_seeder_trusts_a_blob_it_has_just_hashed_and_checks_one_found_on_disk_as_it_serves(tmp_path):
+    # Building the metainfo hashes every piece of the file, so the torrent is added as
+    # complete; after a restart the blob is only known from its sidecar, and libtorrent's
+    # seed mode hashes each piece the first time a peer asks for it.
+    import libtorrent as lt
+
+    from common.store import CAStore
+    from torrents.seeder import Seeder
+
+    data = os.urandom(3 << 20)
+    digest = Digest.of_bytes(data)
+    store = CAStore(tmp_path / "store")
+    store.write_stream(digest, [data])
+
+    def seed_mode(session: TorrentSession, meta) -> bool:
+        handle = session._get(meta.infohash_hex).handle
+        return bool(handle.flags() & lt.torrent_flags.seed_mode)
+
+    for built in (True, False):  # the first session builds the metainfo, the second loads it
+        session = TorrentSession(TorrentConfig(listen_ip="127.0.0.33"), trackers=[])
+        try:
+            meta = Seeder(store, session).metainfo(digest)
+            assert seed_mode(session, meta) is not built
+            deadline = time.monotonic() + 5
+            while session._get(meta.infohash_hex).handle.status().state != lt.torrent_status.seeding:
+                assert time.monotonic() < deadline, "not seeding"
+                gevent.sleep(0.05)
+        finally:
+            session.stop()
