@@ -40,13 +40,8 @@ class OriginTorrentConfig(TorrentConfig):
     # injects new pieces. Measured (swarm benchmark, 8 MiB/s per host, fraction of the
     # per-host maximum at p50 / origin upload per blob): 10 agents, 128 MiB: 2000 (the
     # libtorrent default) 0.658 / 1.35, 32: 0.747 / 1.19, 16: 0.749 / 1.16, 8: 0.769 / 1.11,
-    # 4: 0.737 / 1.11; 10 agents, 64 MiB: 0.598 -> 0.720 with 8. Since agents take
-    # stripes (agent.stripes), the queue matters less there, and 8 held back one agent
-    # alone (128 KiB in flight per origin): with 64, 10 agents, 64 MiB: 0.794-0.798 /
-    # 1.16 (8: 0.794-0.801 / 1.12-1.13); 20 agents, 256 MiB: 0.756 / 1.09 (8: 0.744-0.764 /
-    # 1.06-1.07); one agent, 50 MiB layers unlimited: origin CPU 0.35-0.44 s per 200 MiB
-    # against 0.48-0.56 s, cold docker pull 1.90-2.04 s against 2.23-2.31 s.
-    max_peer_requests: int = 64
+    # 4: 0.737 / 1.11; 10 agents, 64 MiB: 0.598 -> 0.720 with 8.
+    max_peer_requests: int = 8
     # Every 16 KiB block an origin sends is a job handed to a disk thread; with libtorrent's
     # ten threads, much of a seeding origin's CPU went to waking them and their lock.
     # Measured (4 x 50 MiB through one agent from one origin, page-cached blobs): origin CPU

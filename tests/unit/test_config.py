@@ -74,5 +74,5 @@ def test_origin_torrent_defaults_survive_a_partial_torrent_section():
     from origin.config import OriginConfig
 
     origin = config.build(OriginConfig, {"torrent": {"listen_ip": "10.0.0.2", "port": 6881}})
-    assert origin.torrent.max_peer_requests == 64
+    assert origin.torrent.max_peer_requests == 8
     assert config.build(AgentConfig, {"torrent": {"port": 6881}}).torrent.max_peer_requests == 2000
