@@ -362,8 +362,8 @@ class TorrentSession:
             atp.have_pieces = [True] * meta.num_pieces
         elif seed:
             atp.flags |= lt.torrent_flags.seed_mode
-            if self.cfg.super_seeding:
-                atp.flags |= lt.torrent_flags.super_seeding
+        if seed and self.cfg.super_seeding:
+            atp.flags |= lt.torrent_flags.super_seeding
         if priorities is not None:
             atp.piece_priorities = priorities
         if sequential:

@@ -168,15 +168,17 @@ def test_seeder_trusts_a_blob_it_has_just_hashed_and_checks_one_found_on_disk_as
     store = CAStore(tmp_path / "store")
     store.write_stream(digest, [data])
 
-    def seed_mode(session: TorrentSession, meta) -> bool:
+    def flag(session: TorrentSession, meta, name: str) -> bool:
         handle = session._get(meta.infohash_hex).handle
-        return bool(handle.flags() & lt.torrent_flags.seed_mode)
+        return bool(handle.flags() & getattr(lt.torrent_flags, name))
 
     for built in (True, False):  # the first session builds the metainfo, the second loads it
-        session = TorrentSession(TorrentConfig(listen_ip="127.0.0.33"), trackers=[])
+        # Super-seeding (an origin option) applies either way.
+        session = TorrentSession(TorrentConfig(listen_ip="127.0.0.33", super_seeding=True), trackers=[])
         try:
             meta = Seeder(store, session).metainfo(digest)
-            assert seed_mode(session, meta) is not built
+            assert flag(session, meta, "seed_mode") is not built
+            assert flag(session, meta, "super_seeding")
             deadline = time.monotonic() + 5
             while session._get(meta.infohash_hex).handle.status().state != lt.torrent_status.seeding:
                 assert time.monotonic() < deadline, "not seeding"
