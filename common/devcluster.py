@@ -5,6 +5,7 @@ benchmarks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -276,8 +277,18 @@ class Cluster:
                 "backend": str(self.workdir / "backend") if self.backend == "fs" else None}
 
     def stop(self) -> None:
+        """Stops every process. A stop interrupted half way (Ctrl-C, a benchmark's SIGTERM)
+        kills that process and goes on with the rest, then raises the interruption."""
+        interrupted: BaseException | None = None
         for proc in reversed(list(self.procs.values())):
-            proc.stop()
+            try:
+                proc.stop()
+            except BaseException as exc:  # noqa: BLE001 - raised once every process is down
+                interrupted = interrupted or exc
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    proc.signal(signal.SIGKILL)
+        if interrupted is not None:
+            raise interrupted
 
     def restart(self, name: str, timeout: float = 60) -> None:
         proc = self.procs[name]

@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from tests.bench import exit_on_sigterm
+
 MiB = 1 << 20
 
 
@@ -119,6 +121,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.role == "peer":
         return run_peer(args)
+    exit_on_sigterm()
 
     from common.digest import Digest
     from torrents import metainfo as mi

@@ -26,7 +26,7 @@ import requests
 from common.devcluster import Cluster
 from common.digest import Digest
 from origin.client import OriginClient
-from tests.bench import netns
+from tests.bench import exit_on_sigterm, netns
 from tests.bench.swarm import MiB, make_blob, nearest_rank, wait_metainfo
 
 NAMESPACE = "bench"
@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip", choices=["cold", "ttfb"], action="append", default=[])
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args(argv)
+    exit_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="kraken-latency-"))
     results: dict = {"link": args.link}
     try:

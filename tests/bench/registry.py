@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 from common.devcluster import Cluster
+from tests.bench import exit_on_sigterm
 from tests.integration.docker_env import Dockerd, ReferenceRegistry, pull_digest, push_digest
 from tests.integration.images import build_image
 
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
                    help="agent: do not start an image's blob downloads when its manifest is read")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args(argv)
+    exit_on_sigterm()
 
     root = Path(tempfile.mkdtemp(prefix="kraken-registry-bench-"))
     # No storage backend: the reference registry writes each blob once to its disk; the

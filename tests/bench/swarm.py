@@ -38,7 +38,7 @@ from common.config import merge
 from common.devcluster import Cluster
 from common.digest import Digest
 from origin.client import OriginClient
-from tests.bench import netns
+from tests.bench import exit_on_sigterm, netns
 
 MiB = 1 << 20
 NAMESPACE = "bench"
@@ -438,6 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     modes = ["p2p", "baseline"] if args.mode == "both" else [args.mode]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(tempfile.mkdtemp(prefix="kraken-swarm-"))
