@@ -374,16 +374,15 @@ class Downloader:
             if admitted:
                 dl.marks["admitted"] = time.monotonic()
             priorities = None
-            sequential = False
             if dl.slot is not None and meta.num_pieces > 1:
                 # Until its peers are known, the agent's slot is the best guess at the wave's size.
                 guess = dl.slot + 1
                 priorities = stripe_priorities(meta.num_pieces, dl.slot, guess)
                 # Alone so far: in piece order, so a stream flows as pieces land (the
                 # restriping below ends it once other downloaders show up).
-                sequential = dl.sequential = priorities is None and self.cfg.sequential
+                dl.sequential = priorities is None and self.cfg.sequential
                 striping = gevent.spawn(self._restripe, dl, meta, guess)
-            self.session.start(meta, self.store.download_dir, priorities, sequential=sequential)
+            self.session.start(meta, self.store.download_dir, priorities, sequential=dl.sequential)
             # The clock starts once the download may run, not while it waited its turn.
             deadline = time.monotonic() + self.cfg.timeout
             dl.running.set()
