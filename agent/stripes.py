@@ -14,7 +14,14 @@ addresses among its connected peers that are still downloading, plus itself. Con
 slots differ modulo that number, so a wave's agents take disjoint stripes from the origin
 and get the rest from each other. Everything else keeps libtorrent's rarest-first order.
 This is only an order: every piece is still wanted, and an agent alone fetches all of them
-in libtorrent's own order.
+in piece order by default (`download.sequential`).
+
+A stripe is asked for front first, in five bands of falling priority: the origin then sends
+the blob roughly from its start to its end, so the swarm's pieces and every agent's
+verified in-order prefix (what its stream may send) grow from the front. With the stripe at
+one priority, pieces came in random order, the prefix stayed short until the last ones
+landed, and each client took the rest of the blob in one burst after the download:
+1.5-2.6 s of a 22 s run (N=20, S=128 MiB, limiter), fraction 0.70-0.73 against 0.84-0.85.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from __future__ import annotations
 # (set_piece_deadline gives them 7; were the stripe at 7 too, the head piece would wait for
 # libtorrent's once-a-second time-critical pass: a lone agent's first byte came after 1.29 s
 # instead of 0.3 s). 6 comes before 1 whatever the pieces' availability; 1 is the lowest
-# that still downloads. Measured the same in the swarm as 7 and 1 (N=10, 64 MiB).
+# that still downloads. Measured the same in the swarm as 7 and 1 (N=10, 64 MiB). A stripe
+# takes the priorities from TOP down to REST + 1, one per band.
 TOP = 6
 REST = 1
+BANDS = TOP - REST
 
 
 def stripe_priorities(num_pieces: int, slot: int, stripes: int) -> list[int] | None:
@@ -34,4 +43,4 @@ def stripe_priorities(num_pieces: int, slot: int, stripes: int) -> list[int] | N
     if stripes <= 1:
         return None
     mine = slot % stripes
-    return [TOP if index % stripes == mine else REST for index in range(num_pieces)]
+    return [TOP - index * BANDS // num_pieces if index % stripes == mine else REST for index in range(num_pieces)]

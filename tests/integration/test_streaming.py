@@ -103,15 +103,27 @@ def test_download_that_fails_midway_cuts_the_stream_and_caches_nothing(slow_clus
 
 def test_agents_downloading_together_take_consecutive_slots_and_split_the_blob(slow_cluster, tmp_path):
     # Both agents ask at once; the tracker gives each a slot, and once they see each other
-    # each puts its own half of the pieces first (agent.stripes). The bodies must be whole.
+    # each puts its own half of the pieces first (agent.stripes), front first, so both
+    # streams flow while the blob arrives. (With each half fetched in random order, a
+    # quarter of the blob would almost never be ready in order while three quarters are
+    # still to come.) The bodies must be whole.
     import threading
 
     data = os.urandom(24 << 20)
     digest = upload(slow_cluster, data, tmp_path)
     bodies: dict[int, bytes] = {}
+    flowing: dict[int, list] = {0: [], 1: []}
 
     def fetch(i):
-        bodies[i] = requests.get(agent_url(slow_cluster, i, digest), timeout=(3, 60)).content
+        got = []
+        with requests.get(agent_url(slow_cluster, i, digest), stream=True, timeout=(3, 60)) as resp:
+            for chunk in resp.iter_content(1 << 20):
+                got.append(chunk)
+                have = sum(map(len, got))
+                st = status(slow_cluster, i, digest)
+                if st["state"] == "downloading" and have >= len(data) // 4 and st["done"] < len(data) * 3 // 4:
+                    flowing[i].append((have, st["done"]))
+        bodies[i] = b"".join(got)
 
     threads = [threading.Thread(target=fetch, args=(i,)) for i in (0, 1)]
     for t in threads:
@@ -130,3 +142,4 @@ def test_agents_downloading_together_take_consecutive_slots_and_split_the_blob(s
         t.join(60)
     assert sorted(s["slot"] for s in seen.values()) == [0, 1], seen
     assert all(hashlib.sha256(bodies[i]).hexdigest() == digest.hex for i in (0, 1))
+    assert flowing[0] and flowing[1], "a stream had a quarter of the blob only once three quarters had arrived"
