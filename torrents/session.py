@@ -9,6 +9,7 @@ thread (measured: up to 1.9 s stalls, LIBTORRENT-NOTES). Progress comes from
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import logging
@@ -27,7 +28,6 @@ from common.concurrency import Signal
 from common.errors import DownloadError, NotFound
 from torrents.config import TorrentConfig
 from torrents.metainfo import Metainfo
-from torrents.written import WrittenPieces
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,19 @@ class Progress:
     downloaded: int = 0
 
 
+# A downloaded piece counts once libtorrent's disk threads have written it, which a flush
+# (a fence in their queue) confirms. Flushing after every 256 KiB piece cost more CPU than
+# it saved; batching them by 8 MiB, or by what came within 20 ms, cut the agent's CPU per
+# 50 MiB blob from 0.21-0.24 s (reading each piece back to check its SHA-1) to 0.165-0.195 s
+# (2 MiB: 0.185 s; 32 MiB: 0.195 s and slower downloads).
+FLUSH_BATCH_BYTES = 8 << 20
+FLUSH_DELAY = 0.02
+# A flush whose alert has not come after this long is asked for again (its alert is not
+# waited for any more: each alert completes the oldest flush still open, so a lost one
+# only delays what counts as written, never advances it early).
+FLUSH_RETRY = 2.0
+
+
 class _Torrent:
     def __init__(self, handle, meta: Metainfo):
         self.handle = handle
@@ -108,9 +121,16 @@ class _Torrent:
         self.progress = Progress(total=meta.length)
         self.last_progress_at = time.monotonic()
         self.have = bytearray(meta.num_pieces)
-        # The pieces in `have` in the order they passed, and which are in the file. (The
-        # handle is looked up at each flush: tests replace it.)
-        self.pieces = WrittenPieces(meta.piece_length, lambda: self.handle.flush_cache())
+        self.arrived: list[int] = []  # the pieces in `have`, in the order they passed
+        # libtorrent reports a piece once its hash has passed, while its blocks may still
+        # wait in the disk threads' write queue. The first `written` pieces of `arrived`
+        # are in the file; `flushing` holds, oldest first, how many of `arrived` each flush
+        # asked for and not yet confirmed covers.
+        self.written = 0
+        self.flushing: collections.deque[int] = collections.deque()
+        self.flushed_at = 0.0  # when the last flush was asked for
+        self.flush_batch = max(1, FLUSH_BATCH_BYTES // meta.piece_length)
+        self.unflushed_since = 0.0  # when the oldest piece no flush covers yet arrived
         self.changed = Signal()
         self.reannounced_at = 0.0
         self.urgent: set[int] = set()  # pieces given a deadline (prioritize)
@@ -213,11 +233,21 @@ class TorrentSession:
         from index `known` on). Raises DownloadError on a libtorrent error, removal,
         `stall_timeout` s without new bytes, or at monotonic time `deadline`."""
         t = self._get(infohash)
-        pieces = t.pieces
-        while pieces.written <= known:
+        while t.written <= known:
             self._check(t, stall_timeout, deadline)
-            t.changed.wait(timeout=pieces.due(infohash))
-        return pieces.arrived[:pieces.written]
+            if t.flushing and time.monotonic() - t.flushed_at > FLUSH_RETRY:
+                log.warning("%s: no alert for a flush after %.0f s; asking again", infohash, FLUSH_RETRY)
+                self._flush(t, force=True, again=True)
+            if len(t.arrived) > t.written:
+                # Pieces wait for a batch to flush together, but not longer than this.
+                left = FLUSH_DELAY - (time.monotonic() - t.unflushed_since)
+                if left <= 0:
+                    self._flush(t, force=True)
+                    left = 0.5
+            else:
+                left = 0.5
+            t.changed.wait(timeout=left)
+        return t.arrived[:t.written]
 
     def wait_finished(self, infohash: str, *, stall_timeout: float, deadline: float) -> None:
         t = self._get(infohash)
@@ -367,7 +397,8 @@ class TorrentSession:
         if seed:
             t.finished.set()
             t.have[:] = b"\x01" * meta.num_pieces
-            t.pieces.all_written(list(range(meta.num_pieces)))
+            t.arrived = list(range(meta.num_pieces))
+            t.written = meta.num_pieces
             t.progress = replace(t.progress, done=meta.length, state="seeding")
         self._torrents[meta.infohash_hex] = t
         return t
@@ -399,6 +430,19 @@ class TorrentSession:
             self._ses.post_torrent_updates()
             self._ses.post_session_stats()
             gevent.sleep(self.cfg.progress_interval)
+
+    @staticmethod
+    def _flush(t: _Torrent, force: bool = False, again: bool = False) -> None:
+        """Asks libtorrent to finish writing the pieces reported so far, once enough are
+        waiting (or `force`), unless a flush is under way (`again`: even so, for one whose
+        alert is overdue). Its alert marks them written: the flush is a fence in
+        libtorrent's disk threads, run once every job queued before it has."""
+        if t.flushing and not again:
+            return
+        if again or len(t.arrived) - t.written >= (1 if force else t.flush_batch):
+            t.flushing.append(len(t.arrived))
+            t.flushed_at = time.monotonic()
+            t.handle.flush_cache()
 
     def _entry(self, alert) -> _Torrent | None:
         try:
@@ -435,9 +479,10 @@ class TorrentSession:
             if t is not None:
                 t.last_progress_at = time.monotonic()
                 t.progress = replace(t.progress, done=t.meta.length, state="seeding")
-                t.finished.set()
-                t.pieces.add([i for i, passed in enumerate(t.have) if not passed], finished=True)
+                t.arrived.extend(i for i, passed in enumerate(t.have) if not passed)
                 t.have[:] = b"\x01" * t.meta.num_pieces
+                self._flush(t, force=True)
+                t.finished.set()
                 t.notify()
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
             t = self._entry(alert)
@@ -451,12 +496,20 @@ class TorrentSession:
             if t is not None:
                 if not t.have[alert.piece_index]:
                     t.have[alert.piece_index] = 1
-                    t.pieces.add([alert.piece_index])
+                    if len(t.arrived) == (t.flushing[-1] if t.flushing else t.written):
+                        t.unflushed_since = time.monotonic()
+                    t.arrived.append(alert.piece_index)
+                    self._flush(t)
                 t.last_progress_at = time.monotonic()
                 t.notify()
         elif isinstance(alert, lt.cache_flushed_alert):
             t = self._entry(alert)
-            if t is not None and t.pieces.confirmed(finished=t.finished.is_set()):
+            if t is not None and t.flushing:
+                # Also libtorrent's own flush when a torrent finishes, which comes after
+                # every piece's writes were queued, so it covers any flush still open.
+                t.written = max(t.written, t.flushing.popleft())
+                t.unflushed_since = time.monotonic()
+                self._flush(t, force=t.finished.is_set())
                 t.notify()
         elif isinstance(alert, lt.storage_moved_alert):
             t = self._entry(alert)

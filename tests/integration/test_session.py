@@ -92,21 +92,6 @@ def test_download_with_no_source_fails_after_the_stall_timeout(tracker_url, tmp_
         leecher.stop()
 
 
-def _handed_on(session, meta, path, timeout):
-    """Follows a download through `wait_pieces`, checking at once that every piece it
-    hands on reads back right from the file; yields the pieces handed on, batch by batch."""
-    known, deadline = 0, time.monotonic() + timeout
-    while known < meta.num_pieces:
-        pieces = session.wait_pieces(meta.infohash_hex, known, stall_timeout=10, deadline=deadline)
-        with open(path, "rb") as f:
-            for index in pieces[known:]:
-                offset, length = meta.piece_span(index)
-                assert meta.piece_ok(index, os.pread(f.fileno(), length, offset)), \
-                    f"piece {index} was handed on before it was in the file"
-        known = len(pieces)
-        yield pieces
-
-
 def test_a_piece_is_handed_on_only_once_it_is_in_the_file(tracker_url, tmp_path):
     # libtorrent reports a piece as soon as its hash has passed, often before its disk
     # threads have written it (reading such a piece back failed its SHA-1 check); the
@@ -117,9 +102,18 @@ def test_a_piece_is_handed_on_only_once_it_is_in_the_file(tracker_url, tmp_path)
         digest, meta = make_blob(tmp_path / "seed", 96 << 20)
         seeder.seed(meta, tmp_path / "seed")
         leecher.start(meta, tmp_path / "dl")
-        batches = list(_handed_on(leecher, meta, tmp_path / "dl" / digest.hex, timeout=60))
-        assert sorted(batches[-1]) == list(range(meta.num_pieces))
-        assert len(batches) > 1, "every piece came at once: nothing was handed on while the download ran"
+        path, known, batches = tmp_path / "dl" / digest.hex, 0, 0
+        deadline = time.monotonic() + 60
+        while known < meta.num_pieces:
+            pieces = leecher.wait_pieces(meta.infohash_hex, known, stall_timeout=10, deadline=deadline)
+            with open(path, "rb") as f:
+                for index in pieces[known:]:
+                    offset, length = meta.piece_span(index)
+                    assert meta.piece_ok(index, os.pread(f.fileno(), length, offset)), \
+                        f"piece {index} was handed on before it was in the file"
+            known, batches = len(pieces), batches + 1
+        assert sorted(pieces) == list(range(meta.num_pieces))
+        assert batches > 1, "every piece came at once: nothing was handed on while the download ran"
     finally:
         seeder.stop()
         leecher.stop()
@@ -129,9 +123,9 @@ def test_a_flush_whose_alert_never_comes_is_asked_for_again(tracker_url, tmp_pat
     # Should libtorrent ever not confirm a flush, the download must not wait forever: the
     # flush is asked for again after FLUSH_RETRY, and pieces still count as written only
     # once a flush that covers them is confirmed.
-    from torrents import written
+    from torrents import session as session_mod
 
-    monkeypatch.setattr(written, "FLUSH_RETRY", 0.3)
+    monkeypatch.setattr(session_mod, "FLUSH_RETRY", 0.3)
     # Capped, so that the first flush (after 8 MiB) comes well before the end: libtorrent
     # flushes on its own once a torrent has finished.
     seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.38", upload_rate_limit=8 << 20), trackers=[tracker_url])
@@ -156,8 +150,16 @@ def test_a_flush_whose_alert_never_comes_is_asked_for_again(tracker_url, tmp_pat
                 return getattr(self._handle, name)
 
         t.handle = FirstFlushLost(t.handle)
-        progress = [(time.monotonic(), t.finished.is_set())
-                    for _ in _handed_on(leecher, meta, tmp_path / "dl" / digest.hex, timeout=30)]
+        path, known, progress = tmp_path / "dl" / digest.hex, 0, []
+        deadline = time.monotonic() + 30
+        while known < meta.num_pieces:
+            pieces = leecher.wait_pieces(meta.infohash_hex, known, stall_timeout=10, deadline=deadline)
+            with open(path, "rb") as f:
+                for index in pieces[known:]:
+                    offset, length = meta.piece_span(index)
+                    assert meta.piece_ok(index, os.pread(f.fileno(), length, offset)), index
+            known = len(pieces)
+            progress.append((time.monotonic(), t.finished.is_set()))
         # Pieces were handed on while the download ran, not only once libtorrent's own
         # flush at the end came, and only after the flush was asked for again.
         assert not progress[0][1], "nothing was handed on before the torrent finished"
