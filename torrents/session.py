@@ -9,7 +9,6 @@ thread (measured: up to 1.9 s stalls, LIBTORRENT-NOTES). Progress comes from
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import logging
@@ -104,10 +103,6 @@ class Progress:
 # (2 MiB: 0.185 s; 32 MiB: 0.195 s and slower downloads).
 FLUSH_BATCH_BYTES = 8 << 20
 FLUSH_DELAY = 0.02
-# A flush whose alert has not come after this long is asked for again (its alert is not
-# waited for any more: each alert completes the oldest flush still open, so a lost one
-# only delays what counts as written, never advances it early).
-FLUSH_RETRY = 2.0
 
 
 class _Torrent:
@@ -124,11 +119,9 @@ class _Torrent:
         self.arrived: list[int] = []  # the pieces in `have`, in the order they passed
         # libtorrent reports a piece once its hash has passed, while its blocks may still
         # wait in the disk threads' write queue. The first `written` pieces of `arrived`
-        # are in the file; `flushing` holds, oldest first, how many of `arrived` each flush
-        # asked for and not yet confirmed covers.
+        # are in the file; `flushing` is how many of `arrived` the flush asked for covers.
         self.written = 0
-        self.flushing: collections.deque[int] = collections.deque()
-        self.flushed_at = 0.0  # when the last flush was asked for
+        self.flushing: int | None = None
         self.flush_batch = max(1, FLUSH_BATCH_BYTES // meta.piece_length)
         self.unflushed_since = 0.0  # when the oldest piece no flush covers yet arrived
         self.changed = Signal()
@@ -235,9 +228,6 @@ class TorrentSession:
         t = self._get(infohash)
         while t.written <= known:
             self._check(t, stall_timeout, deadline)
-            if t.flushing and time.monotonic() - t.flushed_at > FLUSH_RETRY:
-                log.warning("%s: no alert for a flush after %.0f s; asking again", infohash, FLUSH_RETRY)
-                self._flush(t, force=True, again=True)
             if len(t.arrived) > t.written:
                 # Pieces wait for a batch to flush together, but not longer than this.
                 left = FLUSH_DELAY - (time.monotonic() - t.unflushed_since)
@@ -432,16 +422,15 @@ class TorrentSession:
             gevent.sleep(self.cfg.progress_interval)
 
     @staticmethod
-    def _flush(t: _Torrent, force: bool = False, again: bool = False) -> None:
+    def _flush(t: _Torrent, force: bool = False) -> None:
         """Asks libtorrent to finish writing the pieces reported so far, once enough are
-        waiting (or `force`), unless a flush is under way (`again`: even so, for one whose
-        alert is overdue). Its alert marks them written: the flush is a fence in
-        libtorrent's disk threads, run once every job queued before it has."""
-        if t.flushing and not again:
-            return
-        if again or len(t.arrived) - t.written >= (1 if force else t.flush_batch):
-            t.flushing.append(len(t.arrived))
-            t.flushed_at = time.monotonic()
+        waiting (or `force`), unless a flush is under way. Its alert marks them written:
+        the flush is a fence in libtorrent's disk threads, run once every job queued
+        before it has."""
+        covered = t.written if t.flushing is None else t.flushing
+        waiting = len(t.arrived) - covered
+        if t.flushing is None and waiting and (force or waiting >= t.flush_batch):
+            t.flushing = len(t.arrived)
             t.handle.flush_cache()
 
     def _entry(self, alert) -> _Torrent | None:
@@ -496,7 +485,7 @@ class TorrentSession:
             if t is not None:
                 if not t.have[alert.piece_index]:
                     t.have[alert.piece_index] = 1
-                    if len(t.arrived) == (t.flushing[-1] if t.flushing else t.written):
+                    if len(t.arrived) == (t.written if t.flushing is None else t.flushing):
                         t.unflushed_since = time.monotonic()
                     t.arrived.append(alert.piece_index)
                     self._flush(t)
@@ -504,10 +493,8 @@ class TorrentSession:
                 t.notify()
         elif isinstance(alert, lt.cache_flushed_alert):
             t = self._entry(alert)
-            if t is not None and t.flushing:
-                # Also libtorrent's own flush when a torrent finishes, which comes after
-                # every piece's writes were queued, so it covers any flush still open.
-                t.written = max(t.written, t.flushing.popleft())
+            if t is not None and t.flushing is not None:
+                t.written, t.flushing = t.flushing, None
                 t.unflushed_since = time.monotonic()
                 self._flush(t, force=t.finished.is_set())
                 t.notify()

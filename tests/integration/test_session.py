@@ -119,57 +119,6 @@ def test_a_piece_is_handed_on_only_once_it_is_in_the_file(tracker_url, tmp_path)
         leecher.stop()
 
 
-def test_a_flush_whose_alert_never_comes_is_asked_for_again(tracker_url, tmp_path, monkeypatch):
-    # Should libtorrent ever not confirm a flush, the download must not wait forever: the
-    # flush is asked for again after FLUSH_RETRY, and pieces still count as written only
-    # once a flush that covers them is confirmed.
-    from torrents import session as session_mod
-
-    monkeypatch.setattr(session_mod, "FLUSH_RETRY", 0.3)
-    # Capped, so that the first flush (after 8 MiB) comes well before the end: libtorrent
-    # flushes on its own once a torrent has finished.
-    seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.38", upload_rate_limit=8 << 20), trackers=[tracker_url])
-    leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.39"), trackers=[tracker_url])
-    try:
-        digest, meta = make_blob(tmp_path / "seed", 24 << 20)
-        seeder.seed(meta, tmp_path / "seed")
-        leecher.start(meta, tmp_path / "dl")
-        t = leecher._torrents[meta.infohash_hex]
-        calls = []
-
-        class FirstFlushLost:
-            def __init__(self, handle):
-                self._handle = handle
-
-            def flush_cache(self):
-                calls.append(time.monotonic())
-                if len(calls) > 1:  # the first one goes nowhere: no alert will come
-                    self._handle.flush_cache()
-
-            def __getattr__(self, name):
-                return getattr(self._handle, name)
-
-        t.handle = FirstFlushLost(t.handle)
-        path, known, progress = tmp_path / "dl" / digest.hex, 0, []
-        deadline = time.monotonic() + 30
-        while known < meta.num_pieces:
-            pieces = leecher.wait_pieces(meta.infohash_hex, known, stall_timeout=10, deadline=deadline)
-            with open(path, "rb") as f:
-                for index in pieces[known:]:
-                    offset, length = meta.piece_span(index)
-                    assert meta.piece_ok(index, os.pread(f.fileno(), length, offset)), index
-            known = len(pieces)
-            progress.append((time.monotonic(), t.finished.is_set()))
-        # Pieces were handed on while the download ran, not only once libtorrent's own
-        # flush at the end came, and only after the flush was asked for again.
-        assert not progress[0][1], "nothing was handed on before the torrent finished"
-        assert len(calls) >= 2 and calls[1] - calls[0] >= 0.3
-        assert progress[0][0] >= calls[1], (calls, progress[:3])
-    finally:
-        seeder.stop()
-        leecher.stop()
-
-
 def _tcp_sockets(ips: set[str]) -> list[tuple[str, bool, int]]:
     """(role, connected, TCP_NODELAY) of this process's TCP sockets bound to `ips`."""
     import socket
