@@ -6,9 +6,8 @@ Every byte served, whether cached or streamed, has been verified: libtorrent che
 piece against its SHA-1 in the metainfo, the session hands it on once it is in the file,
 and the download hashes the whole blob's sha256 along the verified prefix; a stream serves
 a piece only once it and every piece before it are verified and in the file, and the last
-piece of a blob only once the sha256 of the whole blob has matched. A client therefore
-never receives a complete blob with the wrong content; a failed download cuts its stream
-short.
+piece of a blob only once the sha256 of the whole blob has matched. A client therefore never receives a complete blob with the
+wrong content; a failed download cuts its stream short.
 """
 
 from __future__ import annotations
@@ -140,8 +139,7 @@ class OnDiskCheck:
 
     def advance(self, f, new: list[int]) -> None:
         """Takes the pieces reported since the last call (`new`): moves the checked prefix
-        on (which releases the streams waiting on it), then feeds what it gained to the
-        sha256, a batch at a time."""
+        on, then hashes it, a batch at a time, streams waiting on it move on meanwhile."""
         meta, dl, n = self.meta, self.dl, self.meta.num_pieces
         for i in new:
             self.ondisk[i] = 1
