@@ -2,11 +2,11 @@
 file checked against its sha256 before it joins the cache. Concurrent requests for one blob
 share one download, and may stream it while it arrives.
 
-Every byte served, whether cached or streamed, has been verified: libtorrent checks each
-piece against its SHA-1 in the metainfo, the session hands it on once it is in the file,
-and the download hashes the whole blob's sha256 along the verified prefix; a stream serves
-a piece only once it and every piece before it are verified and in the file, and the last
-piece of a blob only once the sha256 of the whole blob has matched. A client therefore never receives a complete blob with the
+Every byte served, whether cached or streamed, has been verified: the download reads each
+piece back from disk as it arrives and checks it against its SHA-1 in the metainfo, and
+hashes the whole blob's sha256 along the verified prefix; a stream serves a piece only once
+it and every piece before it have passed, and the last piece of a blob only once the sha256
+of the whole blob has matched. A client therefore never receives a complete blob with the
 wrong content; a failed download cuts its stream short.
 """
 
@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 HEAD_PIECES = 1
 # Most bytes a stream reads (and sends) in one go.
 STREAM_CHUNK = 4 << 20
-# Bytes of the verified prefix fed to the sha256 per hand-off to a thread.
-HASH_BATCH_BYTES = 8 << 20
+# Bytes of pieces read back and checked per hand-off to a thread; streams waiting on the
+# check move on after each batch.
+CHECK_BATCH_BYTES = 8 << 20
+# A piece reported finished may still sit in libtorrent's write buffer; keep reading it
+# back (about every 10 ms) for this many seconds before calling it unreadable.
+READ_TIMEOUT = 5.0
 
 
 class DiskFull(DownloadError):
@@ -51,8 +55,9 @@ class DiskFull(DownloadError):
 
 
 def open_when_present(*paths: Path, timeout: float = 5.0):
-    """Opens the first of `paths` that exists: a file libtorrent is creating, or that has
-    just moved from the download directory into the cache."""
+    """Opens the first of `paths` that exists: a file libtorrent is about to create (its
+    first piece may pass the hash check a moment before the write reaches the file system),
+    or that has just moved from the download directory into the cache."""
     deadline = time.monotonic() + timeout
     while True:
         for path in paths:
@@ -63,6 +68,13 @@ def open_when_present(*paths: Path, timeout: float = 5.0):
         if time.monotonic() > deadline:
             raise DownloadError(f"{paths[0].name} did not appear on disk")
         gevent.sleep(0.01)
+
+
+def read_piece(f, meta: Metainfo, index: int) -> bytes | None:
+    """Piece `index` from open file `f` if it matches the metainfo's SHA-1, else None."""
+    offset, length = meta.piece_span(index)
+    data = os.pread(f.fileno(), length, offset)
+    return data if len(data) == length and meta.piece_ok(index, data) else None
 
 
 class Admission:
@@ -120,39 +132,51 @@ class Admission:
 
 
 class OnDiskCheck:
-    """Follows a download's file while it arrives, so little is left to do at the end.
-    libtorrent reports each piece once it has passed its SHA-1 and reached the file (the
-    session waits for the disk threads' writes, `TorrentSession.wait_pieces`), in whatever
-    order pieces come; the contiguous prefix of those is published as `Download.checked`,
-    which streams serve, and goes into the sha256 of the whole as it grows."""
+    """Checks a download's file while it arrives, so little is left to do at the end: each
+    piece is read back from disk against its SHA-1 as soon as libtorrent reports it, in
+    whatever order pieces come (libtorrent checked what it received; this checks what reached
+    the file), and the verified prefix goes into the sha256 of the whole. The prefix is
+    published as `Download.checked`, which streams serve without hashing it again."""
 
     def __init__(self, dl: Download, meta: Metainfo):
         self.dl = dl
         self.meta = meta
-        self.ondisk = bytearray(meta.num_pieces)  # pieces verified and in the file
+        self.ondisk = bytearray(meta.num_pieces)  # pieces whose bytes on disk matched their SHA-1
+        self.misses: dict[int, float] = {}  # piece -> when its read-back first did not match
         self.sha256 = hashlib.sha256()
         self.hashed = 0  # leading pieces fed to the sha256
+        self.batch = max(1, CHECK_BATCH_BYTES // meta.piece_length)
 
     @property
     def done(self) -> bool:
         return self.hashed == self.meta.num_pieces
 
     def advance(self, f, new: list[int]) -> None:
-        """Takes the pieces reported since the last call (`new`): moves the checked prefix
-        on, then hashes it, a batch at a time, streams waiting on it move on meanwhile."""
+        """Checks the pieces libtorrent reported since the last call (`new`) and those that
+        did not read back right before, in batches; raises DownloadError for one that has
+        not read back right for READ_TIMEOUT. A piece that passes right where the sha256
+        has got to goes into it from the same read; the others are read again once the
+        verified prefix reaches them."""
         meta, dl, n = self.meta, self.dl, self.meta.num_pieces
-        for i in new:
-            self.ondisk[i] = 1
-        end = dl.checked
-        while end < n and self.ondisk[end]:
-            end += 1
-        if end > dl.checked:
-            dl.set_checked(end)
-        while self.hashed < dl.checked:
-            upto = min(dl.checked, self.hashed + HASH_BATCH_BYTES // meta.piece_length)
+        todo = [*self.misses, *new]
+        for start in range(0, len(todo), self.batch):
+            chunk = todo[start:start + self.batch]
+            passed, self.hashed = in_thread(_check_pieces, f, meta, chunk, self.ondisk, self.hashed, self.sha256)
+            for i in passed:
+                self.misses.pop(i, None)
+            now = time.monotonic()
+            for i in set(chunk).difference(passed):
+                if now - self.misses.setdefault(i, now) > READ_TIMEOUT:
+                    raise DownloadError(f"piece {i} on disk does not match its hash")
+            end = dl.checked
+            while end < n and self.ondisk[end]:
+                end += 1
+            if end > dl.checked:
+                dl.set_checked(end)
+        if dl.checked > self.hashed:
             in_thread(_hash_span, f, self.hashed * meta.piece_length,
-                      min(upto * meta.piece_length, meta.length), self.sha256)
-            self.hashed = upto
+                      min(dl.checked * meta.piece_length, meta.length), self.sha256)
+            self.hashed = dl.checked
 
 
 class Download:
@@ -174,7 +198,7 @@ class Download:
         self.running = gevent.event.Event()
         self.ticket = ticket
         self.started = time.monotonic()
-        self.checked = 0  # leading pieces verified (SHA-1) and in the file
+        self.checked = 0  # leading pieces whose bytes on disk have matched their SHA-1
         self._checked_changed = Signal()
         self.marks: dict[str, float] = {}  # phase -> monotonic time, for the log
 
@@ -365,8 +389,10 @@ class Downloader:
             check = OnDiskCheck(dl, meta)
             known = 0  # pieces libtorrent has reported
             while not check.done:
+                # A piece that did not read back right is likely still in libtorrent's write
+                # buffer: look again shortly even if nothing new arrives.
                 arrived = self.session.wait_pieces(infohash, known, stall_timeout=self.cfg.stall_timeout,
-                                                   deadline=deadline)
+                                                   deadline=deadline, timeout=0.01 if check.misses else None)
                 new, known = arrived[known:], len(arrived)
                 if f is None:
                     dl.marks["first piece"] = time.monotonic()
@@ -374,7 +400,7 @@ class Downloader:
                 check.advance(f, new)
             actual = Digest(check.sha256.hexdigest())
             if actual != dl.digest:
-                # Every piece passed its SHA-1, so the metainfo itself must be wrong.
+                # Every piece matched its SHA-1, so the metainfo itself must be wrong.
                 raise DownloadError(f"downloaded content is {actual}, not {dl.digest}: bad metainfo?")
             # Streams may release their last piece now; publishing is this host's business.
             dl.verified.set(True)
@@ -434,6 +460,23 @@ def _still_needed(dl: Download) -> int:
     except FileNotFoundError:
         allocated = 0
     return max(0, dl.meta.value.length - allocated)
+
+
+def _check_pieces(f, meta: Metainfo, pieces: list[int], ondisk: bytearray, hashed: int, h) -> tuple[list[int], int]:
+    """Reads `pieces` from file `f` and marks in `ondisk` those whose bytes match their
+    SHA-1 now; feeds hash `h` (which has the first `hashed` pieces) every piece that
+    continues it, from the same read. Returns the pieces that passed and the pieces in `h`."""
+    passed = []
+    for index in pieces:
+        data = read_piece(f, meta, index)
+        if data is None:
+            continue
+        passed.append(index)
+        ondisk[index] = 1
+        if index == hashed:
+            h.update(data)
+            hashed += 1
+    return passed, hashed
 
 
 def _hash_span(f, start: int, end: int, h) -> None:

@@ -96,34 +96,19 @@ class Progress:
     downloaded: int = 0
 
 
-# A downloaded piece counts once libtorrent's disk threads have written it, which a flush
-# (a fence in their queue) confirms. Flushing after every 256 KiB piece cost more CPU than
-# it saved; batching them by 8 MiB, or by what came within 20 ms, cut the agent's CPU per
-# 50 MiB blob from 0.21-0.24 s (reading each piece back to check its SHA-1) to 0.165-0.195 s
-# (2 MiB: 0.185 s; 32 MiB: 0.195 s and slower downloads).
-FLUSH_BATCH_BYTES = 8 << 20
-FLUSH_DELAY = 0.02
-
-
 class _Torrent:
     def __init__(self, handle, meta: Metainfo):
         self.handle = handle
         self.meta = meta
         self.finished = gevent.event.Event()
         self.moved = gevent.event.Event()
+        self.flushed = gevent.event.Event()
         self.error: str | None = None
         self.move_error: str | None = None
         self.progress = Progress(total=meta.length)
         self.last_progress_at = time.monotonic()
         self.have = bytearray(meta.num_pieces)
         self.arrived: list[int] = []  # the pieces in `have`, in the order they passed
-        # libtorrent reports a piece once its hash has passed, while its blocks may still
-        # wait in the disk threads' write queue. The first `written` pieces of `arrived`
-        # are in the file; `flushing` is how many of `arrived` the flush asked for covers.
-        self.written = 0
-        self.flushing: int | None = None
-        self.flush_batch = max(1, FLUSH_BATCH_BYTES // meta.piece_length)
-        self.unflushed_since = 0.0  # when the oldest piece no flush covers yet arrived
         self.changed = Signal()
         self.reannounced_at = 0.0
         self.urgent: set[int] = set()  # pieces given a deadline (prioritize)
@@ -220,24 +205,22 @@ class TorrentSession:
         if meta.infohash_hex not in self._torrents:
             self._add(meta, save_dir, seed=False, priorities=priorities, sequential=sequential)
 
-    def wait_pieces(self, infohash: str, known: int, *, stall_timeout: float, deadline: float) -> list[int]:
+    def wait_pieces(self, infohash: str, known: int, *, stall_timeout: float, deadline: float,
+                    timeout: float | None = None) -> list[int]:
         """Blocks this greenlet until more than `known` pieces have passed their hash check
-        and reached the file; returns those pieces in the order they passed (what is new is
-        from index `known` on). Raises DownloadError on a libtorrent error, removal,
-        `stall_timeout` s without new bytes, or at monotonic time `deadline`."""
+        (or `timeout` s have passed); returns those pieces in the order they passed (the
+        list grows as pieces arrive: what is new is from index `known` on). Raises
+        DownloadError on a libtorrent error, removal, `stall_timeout` s without new bytes,
+        or at monotonic time `deadline`."""
         t = self._get(infohash)
-        while t.written <= known:
+        until = None if timeout is None else time.monotonic() + timeout
+        while len(t.arrived) <= known:
             self._check(t, stall_timeout, deadline)
-            if len(t.arrived) > t.written:
-                # Pieces wait for a batch to flush together, but not longer than this.
-                left = FLUSH_DELAY - (time.monotonic() - t.unflushed_since)
-                if left <= 0:
-                    self._flush(t, force=True)
-                    left = 0.5
-            else:
-                left = 0.5
+            left = 0.5 if until is None else min(0.5, until - time.monotonic())
+            if left <= 0:
+                break
             t.changed.wait(timeout=left)
-        return t.arrived[:t.written]
+        return t.arrived
 
     def wait_finished(self, infohash: str, *, stall_timeout: float, deadline: float) -> None:
         t = self._get(infohash)
@@ -289,11 +272,14 @@ class TorrentSession:
     def download(self, meta: Metainfo, save_dir: Path, *, timeout: float, stall_timeout: float) -> None:
         """Blocks this greenlet until `save_dir/<name>` is complete and on disk."""
         self.start(meta, save_dir)
-        deadline = time.monotonic() + timeout
-        self.wait_finished(meta.infohash_hex, stall_timeout=stall_timeout, deadline=deadline)
+        t = self._get(meta.infohash_hex)
+        self.wait_finished(meta.infohash_hex, stall_timeout=stall_timeout, deadline=time.monotonic() + timeout)
         # "Finished" means every piece passed its hash check, not that libtorrent's disk
         # threads have written them all; wait for that before anyone reads the file.
-        self.wait_pieces(meta.infohash_hex, meta.num_pieces - 1, stall_timeout=stall_timeout, deadline=deadline)
+        t.flushed.clear()
+        t.handle.flush_cache()
+        if not t.flushed.wait(timeout=60):
+            raise DownloadError("libtorrent did not flush the download to disk within 60s")
 
     def move(self, infohash: str, new_dir: Path, timeout: float = 60) -> None:
         """Moves a torrent's file to `new_dir` (a rename on one file system) and keeps
@@ -388,7 +374,6 @@ class TorrentSession:
             t.finished.set()
             t.have[:] = b"\x01" * meta.num_pieces
             t.arrived = list(range(meta.num_pieces))
-            t.written = meta.num_pieces
             t.progress = replace(t.progress, done=meta.length, state="seeding")
         self._torrents[meta.infohash_hex] = t
         return t
@@ -420,18 +405,6 @@ class TorrentSession:
             self._ses.post_torrent_updates()
             self._ses.post_session_stats()
             gevent.sleep(self.cfg.progress_interval)
-
-    @staticmethod
-    def _flush(t: _Torrent, force: bool = False) -> None:
-        """Asks libtorrent to finish writing the pieces reported so far, once enough are
-        waiting (or `force`), unless a flush is under way. Its alert marks them written:
-        the flush is a fence in libtorrent's disk threads, run once every job queued
-        before it has."""
-        covered = t.written if t.flushing is None else t.flushing
-        waiting = len(t.arrived) - covered
-        if t.flushing is None and waiting and (force or waiting >= t.flush_batch):
-            t.flushing = len(t.arrived)
-            t.handle.flush_cache()
 
     def _entry(self, alert) -> _Torrent | None:
         try:
@@ -470,7 +443,6 @@ class TorrentSession:
                 t.progress = replace(t.progress, done=t.meta.length, state="seeding")
                 t.arrived.extend(i for i, passed in enumerate(t.have) if not passed)
                 t.have[:] = b"\x01" * t.meta.num_pieces
-                self._flush(t, force=True)
                 t.finished.set()
                 t.notify()
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
@@ -485,19 +457,13 @@ class TorrentSession:
             if t is not None:
                 if not t.have[alert.piece_index]:
                     t.have[alert.piece_index] = 1
-                    if len(t.arrived) == (t.written if t.flushing is None else t.flushing):
-                        t.unflushed_since = time.monotonic()
                     t.arrived.append(alert.piece_index)
-                    self._flush(t)
                 t.last_progress_at = time.monotonic()
                 t.notify()
         elif isinstance(alert, lt.cache_flushed_alert):
             t = self._entry(alert)
-            if t is not None and t.flushing is not None:
-                t.written, t.flushing = t.flushing, None
-                t.unflushed_since = time.monotonic()
-                self._flush(t, force=t.finished.is_set())
-                t.notify()
+            if t is not None:
+                t.flushed.set()
         elif isinstance(alert, lt.storage_moved_alert):
             t = self._entry(alert)
             if t is not None:

@@ -73,28 +73,31 @@ def test_empty_blob_has_no_torrent(tmp_path):
 
 
 def test_pieces_are_checked_against_their_sha1(tmp_path):
-    path, d, data = make_blob(tmp_path, (600 << 10))
-    meta = mi.build(path, d)
-    assert meta.piece_span(2) == (512 << 10, 88 << 10) and meta.piece_index((512 << 10) + 5) == 2
-    assert meta.piece_ok(1, data[256 << 10 : 512 << 10]) and meta.piece_ok(2, data[512 << 10 :])
-    assert not meta.piece_ok(0, data[:1000] + b"X" + data[1001 : 256 << 10])
-    assert not meta.piece_ok(2, data[512 << 10 : -1])
-
-
-def test_the_checked_prefix_and_its_sha256_follow_pieces_in_the_file_in_any_order(tmp_path):
     from agent import downloader
 
     path, d, data = make_blob(tmp_path, (600 << 10))
     meta = mi.build(path, d)
-    dl = downloader.Download("ns", d, path, ticket=0)
-    check = downloader.OnDiskCheck(dl, meta)
+    assert meta.piece_span(2) == (512 << 10, 88 << 10) and meta.piece_index((512 << 10) + 5) == 2
     with open(path, "rb") as f:
-        # Piece 2 comes first: nothing before it yet, so nothing is checked or hashed.
-        check.advance(f, [2])
-        assert dl.checked == 0 and check.hashed == 0 and not check.done
-        check.advance(f, [0])
-        assert dl.checked == 1 and check.hashed == 1
-        assert check.sha256.digest() == hashlib.sha256(data[:256 << 10]).digest()
-        check.advance(f, [1])
-        assert dl.checked == 3 and check.done
-        assert check.sha256.hexdigest() == d.hex
+        assert downloader.read_piece(f, meta, 1) == data[256 << 10 : 512 << 10]
+    path.write_bytes(data[:1000] + b"X" + data[1001:])
+    with open(path, "rb") as f:
+        assert downloader.read_piece(f, meta, 0) is None
+        ondisk, h = bytearray(3), hashlib.sha256()
+        assert downloader._check_pieces(f, meta, [0, 1, 2], ondisk, 0, h) == ([1, 2], 0)
+        assert ondisk == bytearray([0, 1, 1]) and h.digest() == hashlib.sha256().digest()
+
+
+def test_pieces_that_continue_the_hash_go_into_it_from_the_same_read(tmp_path):
+    from agent import downloader
+
+    path, d, data = make_blob(tmp_path, (600 << 10))
+    meta = mi.build(path, d)
+    with open(path, "rb") as f:
+        ondisk, h = bytearray(3), hashlib.sha256()
+        # Piece 2 arrives first: checked, but not hashed before pieces 0 and 1.
+        assert downloader._check_pieces(f, meta, [2, 0], ondisk, 0, h) == ([2, 0], 1)
+        assert h.digest() == hashlib.sha256(data[:256 << 10]).digest()
+        assert downloader._check_pieces(f, meta, [1], ondisk, 1, h) == ([1], 2)
+        assert ondisk == bytearray([1, 1, 1])
+        assert h.digest() == hashlib.sha256(data[:512 << 10]).digest()
