@@ -5,6 +5,11 @@ limiter. None of kraken's code is on the path except the metainfo builder, so th
 what libtorrent itself reaches on this machine with the settings kraken uses.
 
     .venv/bin/python -m tests.bench.bare [--agents 20] [--size 256] [--rate 8] [--seeder-queue 2000]
+                                         [--link limiter|netns]
+
+`--link netns` puts the seeder and each leecher in a network namespace of its own behind a
+veth link shaped by `tc tbf` to R both ways (tests/bench/netns.py, as `make bench-swarm
+--link netns` does; libtorrent's limiter is then off), with the tracker in the hub.
 
 Prints the same columns as `make bench-swarm` (fraction of the per-host maximum at p50 and
 for the slowest leecher, seeder upload in blob copies).
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,13 +31,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from tests.bench import exit_on_sigterm
+from tests.bench import exit_on_sigterm, netns
 
 MiB = 1 << 20
 
 
 # The tracker: every announce returns all other peers of the torrent, compact.
-def serve_tracker() -> tuple[ThreadingHTTPServer, str]:
+def serve_tracker(host: str = "127.0.0.1") -> tuple[ThreadingHTTPServer, str]:
     from common import bencode
 
     peers: dict[bytes, dict[bytes, tuple[str, int]]] = {}
@@ -59,9 +66,9 @@ def serve_tracker() -> tuple[ThreadingHTTPServer, str]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/announce"
+    return server, f"http://{host}:{server.server_address[1]}/announce"
 
 
 # One peer process.
@@ -96,9 +103,20 @@ def run_peer(args) -> None:
             print(json.dumps({"done": time.time() - args.t0}), flush=True)
             done_reported = True
         if os.path.exists(args.stop):
-            print(json.dumps({"uploaded": st.total_payload_upload}), flush=True)
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            print(json.dumps({"uploaded": st.total_payload_upload, "cpu": usage.ru_utime + usage.ru_stime}),
+                  flush=True)
             return
         time.sleep(0.02)
+
+
+def last_report(proc: subprocess.Popen) -> dict:
+    """A peer's report at the stop ({"uploaded", "cpu"}), past a "done" line not read yet."""
+    for line in proc.stdout:
+        report = json.loads(line)
+        if "uploaded" in report:
+            return report
+    return {"uploaded": 0, "cpu": 0.0}
 
 
 def main(argv=None) -> None:
@@ -109,6 +127,8 @@ def main(argv=None) -> None:
     p.add_argument("--seeder-queue", type=int, default=2000,
                    help="the seeder's max_allowed_in_request_queue (kraken's origins use 8)")
     p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--link", choices=["limiter", "netns"], default="limiter",
+                   help="cap hosts with libtorrent's limiter, or put each in a namespace behind a tc-shaped link")
     # Internal: one peer.
     p.add_argument("--role", choices=["main", "peer"], default="main", help=argparse.SUPPRESS)
     p.add_argument("--ip", help=argparse.SUPPRESS)
@@ -138,37 +158,62 @@ def main(argv=None) -> None:
                 f.write(os.urandom(MiB))
         meta = mi.build(blob, Digest.of_file(blob), size)
         os.rename(blob, seed_dir / meta.name)
-        tracker, announce = serve_tracker()
-        torrent = root / "blob.torrent"
-        torrent.write_bytes(meta.torrent(announce=announce))
-        stop = root / "stop"
-        me = [sys.executable, "-m", "tests.bench.bare", "--role", "peer", "--torrent", str(torrent),
-              "--rate", str(args.rate), "--stop", str(stop)]
-        seeder = subprocess.Popen([*me, "--ip", "127.0.0.2", "--save", str(seed_dir), "--seed",
-                                   "--queue", str(args.seeder_queue)], stdout=subprocess.PIPE, text=True)
-        time.sleep(1.5)
-        t0 = time.time()
-        leechers = []
-        for i in range(args.agents):
-            save = root / f"leech-{i}"
-            save.mkdir()
-            leechers.append(subprocess.Popen([*me, "--ip", f"127.0.0.{20 + i}", "--save", str(save),
-                                              "--t0", str(t0)], stdout=subprocess.PIPE, text=True))
-        times = []
-        deadline = time.monotonic() + args.timeout
-        for proc in leechers:
-            line = proc.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                break
-            times.append(json.loads(line)["done"])
-        stop.touch()
-        uploaded = json.loads(seeder.stdout.readline() or '{"uploaded": 0}')["uploaded"]
-        for proc in [seeder, *leechers]:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        tracker.shutdown()
+        network = None
+        # Where each host runs: (command prefix, address); the seeder is host 0.
+        hosts = [([], "127.0.0.2")] + [([], f"127.0.0.{20 + i}") for i in range(args.agents)]
+        peer_rate = args.rate
+        if args.link == "netns":
+            if not args.rate:
+                raise SystemExit("--link netns needs a --rate to shape the links to")
+            network = netns.Network(int(args.rate * MiB))
+        try:
+            if network:
+                network.create_hub()
+                netns.enter(network.hub)  # the tracker's socket lives in the hub
+                hosts = [(network.exec_prefix(ns), network.hosts[ns])
+                         for ns in [network.add_host("seed", 0)]
+                         + [network.add_host(f"leech{i}", 50 + i) for i in range(args.agents)]]
+                peer_rate = 0  # the links are the cap
+            tracker, announce = serve_tracker(netns.HUB_IP if network else "127.0.0.1")
+            torrent = root / "blob.torrent"
+            torrent.write_bytes(meta.torrent(announce=announce))
+            stop = root / "stop"
+            me = [sys.executable, "-m", "tests.bench.bare", "--role", "peer", "--torrent", str(torrent),
+                  "--rate", str(peer_rate), "--stop", str(stop)]
+            (prefix, ip), leecher_hosts = hosts[0], hosts[1:]
+            seeder = subprocess.Popen([*prefix, *me, "--ip", ip, "--save", str(seed_dir), "--seed",
+                                       "--queue", str(args.seeder_queue)], stdout=subprocess.PIPE, text=True)
+            time.sleep(1.5)
+            t0 = time.time()
+            leechers = []
+            for i, (prefix, ip) in enumerate(leecher_hosts):
+                save = root / f"leech-{i}"
+                save.mkdir()
+                leechers.append(subprocess.Popen([*prefix, *me, "--ip", ip, "--save", str(save), "--t0", str(t0)],
+                                                 stdout=subprocess.PIPE, text=True))
+            times = []
+            deadline = time.monotonic() + args.timeout
+            for proc in leechers:
+                line = proc.stdout.readline()
+                if not line or time.monotonic() > deadline:
+                    break
+                times.append(json.loads(line)["done"])
+            stop.touch()
+            # Each peer's last line: its upload and the CPU seconds it used in all (a
+            # leecher's from its start, a few hundred ms before the timed run).
+            ends = [last_report(proc) for proc in [seeder, *leechers]]
+            uploaded, seeder_cpu = ends[0]["uploaded"], ends[0]["cpu"]
+            leecher_cpu = statistics.median(e["cpu"] for e in ends[1:])
+            for proc in [seeder, *leechers]:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            tracker.shutdown()
+        finally:
+            if network:
+                netns.enter(None)
+                network.destroy()
     times.sort()
     if len(times) < args.agents:
         print(f"only {len(times)} of {args.agents} leechers finished")
@@ -179,11 +224,13 @@ def main(argv=None) -> None:
         # Unlimited: what the swarm delivered in total, as bench-swarm reports it.
         print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, unlimited: p50 {p50:.2f} s, slowest "
               f"{times[-1]:.2f} s, aggregate {len(times) * size / MiB / times[-1]:.1f} MiB/s, seeder upload "
-              f"{uploaded / size:.2f} x S")
+              f"{uploaded / size:.2f} x S; CPU-s leecher p50 {leecher_cpu:.1f}, seeder {seeder_cpu:.1f}")
         return
-    print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, {args.rate:g} MiB/s per host, "
+    link = "tc-shaped links" if args.link == "netns" else "libtorrent limiter"
+    print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, {args.rate:g} MiB/s per host ({link}), "
           f"seeder queue {args.seeder_queue}: p50 {p50:.2f} s (frac {ideal / p50:.3f}), slowest {times[-1]:.2f} s "
-          f"(frac {ideal / times[-1]:.3f}), seeder upload {uploaded / size:.2f} x S")
+          f"(frac {ideal / times[-1]:.3f}), seeder upload {uploaded / size:.2f} x S; "
+          f"CPU-s leecher p50 {leecher_cpu:.1f}, seeder {seeder_cpu:.1f}")
 
 
 if __name__ == "__main__":

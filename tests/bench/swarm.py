@@ -38,7 +38,7 @@ from common.config import merge
 from common.devcluster import Cluster
 from common.digest import Digest
 from origin.client import OriginClient
-from tests.bench import exit_on_sigterm, netns
+from tests.bench import exit_on_sigterm, group_cpu_seconds, netns
 
 MiB = 1 << 20
 NAMESPACE = "bench"
@@ -55,6 +55,7 @@ class AgentResult:
     error: str | None = "not finished before the deadline"
     sent_bytes: int | None = None  # torrent payload this agent uploaded to other agents
     recv_bytes: int | None = None  # torrent payload it received (more than S: duplicates)
+    cpu_seconds: float | None = None  # the agent's processes' CPU time during the fetch
 
 
 @dataclass
@@ -63,6 +64,7 @@ class RunResult:
     agents: list[AgentResult]
     origin_sent_bytes: int
     wall_seconds: float
+    origin_cpu_seconds: float | None = None
 
     @property
     def times(self) -> list[float]:
@@ -87,7 +89,8 @@ def make_blob(path: Path, size: int) -> Digest:
 
 
 def cluster_overrides(rate_bps: int, baseline: bool, budget: float, lt_settings: dict | None = None,
-                      tracker: dict | None = None, origin_lt: dict | None = None) -> dict:
+                      tracker: dict | None = None, origin_lt: dict | None = None, agent_config: dict | None = None,
+                      origin_config: dict | None = None) -> dict:
     """Config overrides: the same cap on every host; agents must not give up on a slow
     download before the benchmark does. In the baseline the origin unchokes only a few
     agents at a time, so an agent may legitimately receive nothing for minutes: the stall
@@ -98,11 +101,11 @@ def cluster_overrides(rate_bps: int, baseline: bool, budget: float, lt_settings:
     announce = {**(tracker or {}), **({"origins_only": True} if baseline else {})}
     return {
         "tracker_config": {"announce": announce} if announce else {},
-        "origin_config": merge(torrent, {"torrent": {
+        "origin_config": merge(merge(torrent, {"torrent": {
             "settings": {k: v for k, v in (origin_lt or {}).items() if k != "super_seeding"},
             **({"super_seeding": bool(origin_lt["super_seeding"])} if "super_seeding" in (origin_lt or {}) else {}),
-        }}),
-        "agent_config": merge(torrent, {"download": download}),
+        }}), origin_config or {}),
+        "agent_config": merge(merge(torrent, {"download": download}), agent_config or {}),
     }
 
 
@@ -240,7 +243,8 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
         netns.enter(network.hub)  # this thread talks to the cluster from the hub
     cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1, hosts=hosts, backend="none",
                       **cluster_overrides(rate if args.link == "limiter" else 0, mode == "baseline", args.budget,
-                                        args.lt, args.announce, args.origin_lt))
+                                        args.lt, args.announce, args.origin_lt, args.agent_config,
+                                        args.origin_config))
     try:
         print(f"[{mode}] starting cluster ({args.link}): 1 tracker, 1 origin, {args.agents} agents ...", flush=True)
         cluster.start(timeout=max(90, 5 * args.agents))
@@ -253,10 +257,15 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
             agent_before = {a["server"]: (payload_bytes(a["server"]), payload_bytes(a["server"], "recv"))
                             for a in cluster.agents}
         before = payload_bytes(origin)
+        # CPU time per host during the fetch: agents' processes, by agent address.
+        groups = {a["server"]: cluster.procs[f"agent-{i}"].popen.pid for i, a in enumerate(cluster.agents)}
+        groups["origin"] = cluster.procs["origin-0"].popen.pid
+        cpu_before = {k: group_cpu_seconds(g) for k, g in groups.items()}
         print(f"[{mode}] {args.agents} agents fetching {args.size:g} MiB at {rate_label(args)} "
               f"(deadline {args.budget:.0f} s) ...", flush=True)
         results, wall = fetch_all([a["server"] for a in cluster.agents], digest, blob.stat().st_size,
                                   args.budget, namespaces)
+        cpu_used = {k: group_cpu_seconds(g) - cpu_before[k] for k, g in groups.items()}
         time.sleep(COUNTER_SETTLE)
         after = payload_bytes(origin)
         for r in results:
@@ -264,7 +273,8 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
                 sent0, recv0 = agent_before.get(r.agent, (0, 0))
                 r.sent_bytes = payload_bytes(r.agent) - sent0
                 r.recv_bytes = payload_bytes(r.agent, "recv") - recv0
-        run = RunResult(mode, results, after - before, wall)
+            r.cpu_seconds = cpu_used.get(r.agent)
+        run = RunResult(mode, results, after - before, wall, cpu_used["origin"])
         for r in (r for r in results if r.error):
             print(f"[{mode}] agent {r.agent} failed: {r.error}", flush=True)
         print(f"[{mode}] done: {len(run.times)}/{args.agents} agents in {wall:.1f} s", flush=True)
@@ -289,6 +299,10 @@ def summarize(run: RunResult, args: argparse.Namespace) -> dict:
         # what N copies need (duplicate pieces).
         "agents_upload_copies": sum(a.sent_bytes or 0 for a in run.agents) / (args.size * MiB),
         "recv_overhead": sum(a.recv_bytes or 0 for a in run.agents) / (args.agents * args.size * MiB) - 1,
+        # CPU seconds during the fetch (all hosts share this machine's cores).
+        "origin_cpu_seconds": run.origin_cpu_seconds,
+        "agent_cpu_seconds_p50": statistics.median(cpu) if (cpu := [a.cpu_seconds for a in run.agents
+                                                                     if a.cpu_seconds is not None]) else None,
     }
     if t:
         out["seconds"] = {"min": t[0], "p50": nearest_rank(t, 50), "mean": statistics.fmean(t),
@@ -321,7 +335,7 @@ def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
     keys = ["min", "p50", "mean", "p99", "max"]
     rows = [["", "done"] + [f"{k} s" for k in keys]
             + ([f"frac {k}" for k in FRACTIONS] if args.rate > 0 else ["aggr MiB/s"])
-            + ["origin up/S", "agents up/S", "dup recv"]]
+            + ["origin up/S", "agents up/S", "dup recv", "CPU-s agent p50", "CPU-s origin"]]
     for mode, s in summaries.items():
         row = [mode, f"{s['completed']}/{args.agents}"]
         sec = s.get("seconds")
@@ -333,6 +347,7 @@ def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
             row += [f"{s['aggregate_mib_s']:.1f}" if "aggregate_mib_s" in s else "-"]
         row += [f"{s['origin_upload_copies']:.2f}", f"{s['agents_upload_copies']:.2f}",
                 f"{s['recv_overhead'] * 100:.0f}%"]
+        row += [f"{s[k]:.1f}" if s.get(k) is not None else "-" for k in ("agent_cpu_seconds_p50", "origin_cpu_seconds")]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -400,6 +415,25 @@ def _setting(text: str, parser: argparse.ArgumentParser) -> tuple[str, int | str
     return name, int(value) if value.lstrip("-").isdigit() else value
 
 
+def _overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
+    """["a.b=1", ...] -> {"a": {"b": 1}}: config overrides, each value in JSON."""
+    out: dict = {}
+    for text in items:
+        dotted, sep, value = text.partition("=")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"{text!r}: want DOTTED.KEY=JSON")
+        if not sep:
+            parser.error(f"{text!r}: want DOTTED.KEY=JSON")
+        *path, last = dotted.split(".")
+        node = out
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = parsed
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.bench.swarm", description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", type=int, default=20, help="number of agents (default 20)")
@@ -419,6 +453,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra libtorrent setting for the origin only (repeatable)")
     p.add_argument("--announce", action="append", default=[], metavar="NAME=VALUE",
                    help="tracker announce setting (repeatable), e.g. interval=5")
+    p.add_argument("--agent-config", action="append", default=[], metavar="DOTTED.KEY=JSON",
+                   help="agent config override (repeatable), e.g. download.stripes=false")
+    p.add_argument("--origin-config", action="append", default=[], metavar="DOTTED.KEY=JSON",
+                   help="origin config override (repeatable), e.g. torrent.max_peer_requests=16")
     p.add_argument("--keep", action="store_true", help="keep the work dir (cluster logs) afterwards")
     p.add_argument("--warm", action="store_true",
                    help="before the timed run, every agent fetches a 1 MiB blob (untimed): agents that have "
@@ -432,6 +470,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.lt = dict(_setting(kv, p) for kv in args.lt)
     args.announce = dict(_setting(kv, p) for kv in args.announce)
     args.origin_lt = dict(_setting(kv, p) for kv in args.origin_lt)
+    args.agent_config = _overrides(args.agent_config, p)
+    args.origin_config = _overrides(args.origin_config, p)
     args.budget = args.budget or default_budget(args)
     return args
 
@@ -469,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
           " (p99 = slowest agent for N < 100)")
     print("origin up/S, agents up/S = payload uploaded by the origin, by all agents, in blob copies;"
           " dup recv = received beyond N copies")
+    print("CPU-s = CPU seconds a host's processes used during the fetch (the median agent; the origin)")
     print(table(summaries, args))
     if gain:
         print(f"speed-up of P2P over origin-only: p50 {gain['p50']:.2f}x, slowest {gain['slowest']:.2f}x")
@@ -477,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path, png_path = args.out / f"swarm-{stamp}.json", args.out / f"swarm-{stamp}.png"
     params = {
         "agents": args.agents, "link": args.link, "warm": args.warm, "libtorrent_settings": args.lt,
-        "origin_libtorrent_settings": args.origin_lt, "announce": args.announce, "rate_mib_s": args.rate,
+        "origin_libtorrent_settings": args.origin_lt, "announce": args.announce, "agent_config": args.agent_config,
+        "origin_config": args.origin_config, "rate_mib_s": args.rate,
         "rate_bytes_s": int(args.rate * MiB),
         "size_mib": args.size, "size_bytes": int(args.size * MiB), "digest": str(digest),
         "ideal_seconds": args.size / args.rate if args.rate > 0 else None, "modes": modes,
