@@ -1,0 +1,45 @@
+"""Helpers the benchmarks report with: config overrides from the command line, CPU time per
+process group."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.bench import group_cpu_seconds
+from tests.bench.swarm import parse_args
+
+
+def test_config_overrides_nest_dotted_keys_with_json_values():
+    args = parse_args(["--agent-config", "download.stripes=false", "--agent-config", "torrent.disk_threads=2",
+                       "--origin-config", 'torrent.settings={"send_redundant_have": 0}'])
+    assert args.agent_config == {"download": {"stripes": False}, "torrent": {"disk_threads": 2}}
+    assert args.origin_config == {"torrent": {"settings": {"send_redundant_have": 0}}}
+
+
+@pytest.mark.parametrize("bad", ["download.stripes", "download.stripes=nope"])
+def test_config_overrides_refuse_what_is_not_key_equals_json(bad, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--agent-config", bad])
+    assert "DOTTED.KEY=JSON" in capsys.readouterr().err
+
+
+def test_group_cpu_seconds_counts_every_live_process_of_the_group():
+    # A child in a group of its own and its own child each burn 0.3 s of CPU, then wait.
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    grandchild = burn + "print('g', flush=True)\nimport time\ntime.sleep(60)\n"
+    child = (f"import subprocess, sys\ng = subprocess.Popen([sys.executable, '-c', {grandchild!r}], "
+             f"stdout=subprocess.PIPE, text=True)\nassert g.stdout.readline() == 'g\\n'\n{burn}"
+             "print('done', flush=True)\nsys.stdin.read()\ng.kill()\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            start_new_session=True, text=True)
+    try:
+        assert proc.stdout.readline() == "done\n"
+        assert group_cpu_seconds(proc.pid) >= 0.55  # both processes, not the child alone
+        assert group_cpu_seconds(os.getpid() + 10_000_000) == 0  # no such group
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
