@@ -65,6 +65,7 @@ class RunResult:
     origin_sent_bytes: int
     wall_seconds: float
     origin_cpu_seconds: float | None = None
+    clients_cpu_seconds: float | None = None  # this process: the clients reading and hashing
 
     @property
     def times(self) -> list[float]:
@@ -263,8 +264,10 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
         cpu_before = {k: group_cpu_seconds(g) for k, g in groups.items()}
         print(f"[{mode}] {args.agents} agents fetching {args.size:g} MiB at {rate_label(args)} "
               f"(deadline {args.budget:.0f} s) ...", flush=True)
+        clients_cpu = time.process_time()
         results, wall = fetch_all([a["server"] for a in cluster.agents], digest, blob.stat().st_size,
                                   args.budget, namespaces)
+        clients_cpu = time.process_time() - clients_cpu
         cpu_used = {k: group_cpu_seconds(g) - cpu_before[k] for k, g in groups.items()}
         time.sleep(COUNTER_SETTLE)
         after = payload_bytes(origin)
@@ -274,7 +277,7 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
                 r.sent_bytes = payload_bytes(r.agent) - sent0
                 r.recv_bytes = payload_bytes(r.agent, "recv") - recv0
             r.cpu_seconds = cpu_used.get(r.agent)
-        run = RunResult(mode, results, after - before, wall, cpu_used["origin"])
+        run = RunResult(mode, results, after - before, wall, cpu_used["origin"], clients_cpu)
         for r in (r for r in results if r.error):
             print(f"[{mode}] agent {r.agent} failed: {r.error}", flush=True)
         print(f"[{mode}] done: {len(run.times)}/{args.agents} agents in {wall:.1f} s", flush=True)
@@ -301,6 +304,7 @@ def summarize(run: RunResult, args: argparse.Namespace) -> dict:
         "recv_overhead": sum(a.recv_bytes or 0 for a in run.agents) / (args.agents * args.size * MiB) - 1,
         # CPU seconds during the fetch (all hosts share this machine's cores).
         "origin_cpu_seconds": run.origin_cpu_seconds,
+        "clients_cpu_seconds": run.clients_cpu_seconds,
         "agent_cpu_seconds_p50": statistics.median(cpu) if (cpu := [a.cpu_seconds for a in run.agents
                                                                      if a.cpu_seconds is not None]) else None,
     }
@@ -335,7 +339,7 @@ def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
     keys = ["min", "p50", "mean", "p99", "max"]
     rows = [["", "done"] + [f"{k} s" for k in keys]
             + ([f"frac {k}" for k in FRACTIONS] if args.rate > 0 else ["aggr MiB/s"])
-            + ["origin up/S", "agents up/S", "dup recv", "CPU-s agent p50", "CPU-s origin"]]
+            + ["origin up/S", "agents up/S", "dup recv", "CPU-s agent p50", "CPU-s origin", "CPU-s clients"]]
     for mode, s in summaries.items():
         row = [mode, f"{s['completed']}/{args.agents}"]
         sec = s.get("seconds")
@@ -347,7 +351,8 @@ def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
             row += [f"{s['aggregate_mib_s']:.1f}" if "aggregate_mib_s" in s else "-"]
         row += [f"{s['origin_upload_copies']:.2f}", f"{s['agents_upload_copies']:.2f}",
                 f"{s['recv_overhead'] * 100:.0f}%"]
-        row += [f"{s[k]:.1f}" if s.get(k) is not None else "-" for k in ("agent_cpu_seconds_p50", "origin_cpu_seconds")]
+        cpu_keys = ("agent_cpu_seconds_p50", "origin_cpu_seconds", "clients_cpu_seconds")
+        row += [f"{s[k]:.1f}" if s.get(k) is not None else "-" for k in cpu_keys]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -509,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
           " (p99 = slowest agent for N < 100)")
     print("origin up/S, agents up/S = payload uploaded by the origin, by all agents, in blob copies;"
           " dup recv = received beyond N copies")
-    print("CPU-s = CPU seconds a host's processes used during the fetch (the median agent; the origin)")
+    print("CPU-s = CPU seconds used during the fetch by a host's processes (the median agent; the origin)"
+          " and by all clients together (reading and hashing the body, in this process)")
     print(table(summaries, args))
     if gain:
         print(f"speed-up of P2P over origin-only: p50 {gain['p50']:.2f}x, slowest {gain['slowest']:.2f}x")
