@@ -28,7 +28,10 @@ class TorrentConfig:
     # Turn Nagle's algorithm off on peer connections (see session.set_nodelay): small
     # transfers otherwise stall 40 ms on delayed ACKs.
     tcp_nodelay: bool = True
-    # libtorrent's disk I/O threads (aio_threads; its default is 10).
+    # libtorrent's disk I/O threads (aio_threads; its default is 10). Agents keep 10: a lone
+    # agent's cold docker pull took 2.06-2.12 s with 10 against 2.19-2.27 s with 2 and 2.21 s
+    # with 4; an unlimited 20-agent swarm on two cores delivered 8-20 % more with 2 (fewer
+    # thread wake-ups). Origins use 1 (OriginTorrentConfig).
     disk_threads: int = 10
     # Peers uploaded to at once (libtorrent's unchoke_slots_limit, default 8; -1: all).
     unchoke_slots: int = 8
