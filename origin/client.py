@@ -159,14 +159,16 @@ class ClusterClient:
     def client(self, addr: str) -> OriginClient:
         return OriginClient(addr, self.http)
 
-    def _each(self, digest: Digest, call):
-        """Calls `call(client)` on each replica until one answers. NotFound from one
-        replica is not final while others may hold the blob."""
+    def _each(self, digest: Digest, call, *, every: bool = False):
+        """Calls `call(client)` on each replica until one answers (with `every`, on all of
+        them; the first answer is returned). NotFound from one replica is not final while
+        others may hold the blob."""
         # Healthy replicas first (with stand-ins for unhealthy ones), then the true replicas
         # that were marked unhealthy: a member that just came back may be the only holder.
         addrs = self.ring.locations(digest)
         addrs += [a for a in self.ring.ranked(digest)[: self.ring.replicas] if a not in addrs]
         errors: list[KrakenError] = []
+        answers = []
         for addr in addrs:
             try:
                 result = call(self.client(addr))
@@ -180,7 +182,11 @@ class ClusterClient:
                 errors.append(exc)
                 continue
             self.ring.health.succeeded(addr)
-            return result
+            if not every:
+                return result
+            answers.append(result)
+        if answers:
+            return answers[0]
         # Pending beats NotFound beats Unavailable: the most useful thing to tell a caller.
         for kind in (Pending, NotFound):
             for exc in errors:
@@ -204,4 +210,7 @@ class ClusterClient:
         return self._each(digest, lambda c: c.download_range(namespace, digest, start, end))
 
     def prefetch(self, namespace: str, digest: Digest) -> None:
-        return self._each(digest, lambda c: c.prefetch(namespace, digest))
+        """Asks every replica to hold the blob, not only the first that has it: one that
+        lacks it (its disk lost) fetches it from the backend and seeds it again, while the
+        others keep serving. Raises as the other calls when none has it."""
+        return self._each(digest, lambda c: c.prefetch(namespace, digest), every=True)

@@ -13,6 +13,7 @@ import requests
 from common.backends import keys
 from common.devcluster import Cluster
 from common.digest import Digest
+from origin.client import OriginClient
 from tests.integration.helpers import agent_url, upload, wait_for
 
 NS = "backed/app"
@@ -130,6 +131,31 @@ def test_agent_with_wiped_disk_and_wiped_origins_still_downloads(backed, backend
     resp = fetch(backed, 1, digest)
     assert resp.status_code == 200, resp.text
     assert resp.content == data
+
+
+def test_a_cache_hit_at_the_tracker_refills_a_replica_that_lost_the_blob(backed, backend_up, tmp_path):
+    """Self-healing: the tracker's nudge on a metainfo hit reaches every replica, so the
+    second replica, wiped while the first still serves the blob, fetches it back from the
+    backend (asking replicas only until one answered left it empty for good)."""
+    data = os.urandom(1 << 20)
+    digest = upload(backed, data, tmp_path, NS)
+    wait_for(lambda: backend_up.has(digest), 20, "write-back to the backend")
+    first, second = OriginClient(backed.origins[0]).locations(digest)[:2]
+
+    def on_disk(addr):
+        return any((backed.workdir / f"origin-{backed.origins.index(addr)}").rglob(digest.hex))
+
+    wait_for(lambda: on_disk(first) and on_disk(second), 20, "the blob on both replicas")
+    name = f"origin-{backed.origins.index(second)}"
+    backed.procs[name].stop()
+    shutil.rmtree(backed.workdir / name, ignore_errors=True)
+    backed.restart(name)
+    assert not on_disk(second)
+    # The origin handed its metainfo to the trackers at commit: this GET is a cache hit.
+    resp = requests.get(f"http://{backed.trackers[0]}/namespace/{NS}/blobs/{digest}/metainfo", timeout=10)
+    assert resp.status_code == 200
+    wait_for(lambda: on_disk(second), 30, "the wiped replica to fetch the blob back")
+    assert on_disk(first)
 
 
 def test_dev_cluster_writes_back_to_its_fs_backend_by_default(cluster, tmp_path):
