@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterable
 
 
 def exit_on_sigterm() -> None:
@@ -14,11 +15,12 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of the live processes in process group `pgid` (a cluster
-    process and its children: gunicorn's master and workers)."""
+def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of the live processes in each process group of `pgids` (a
+    cluster process and its children: gunicorn's master and workers), from one pass over
+    /proc; 0 for a group with no live process."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    totals = dict.fromkeys(pgids, 0)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -28,6 +30,6 @@ def group_cpu_seconds(pgid: int) -> float:
         except OSError:  # gone meanwhile
             continue
         # After the command: state ppid pgrp ... utime (field 14) stime (15).
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+        if (pgrp := int(fields[2])) in totals:
+            totals[pgrp] += int(fields[11]) + int(fields[12])
+    return {g: t / tick for g, t in totals.items()}

@@ -261,14 +261,15 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
         # CPU time per host during the fetch: agents' processes, by agent address.
         groups = {a["server"]: cluster.procs[f"agent-{i}"].popen.pid for i, a in enumerate(cluster.agents)}
         groups["origin"] = cluster.procs["origin-0"].popen.pid
-        cpu_before = {k: group_cpu_seconds(g) for k, g in groups.items()}
+        cpu_before = group_cpu_seconds(groups.values())
         print(f"[{mode}] {args.agents} agents fetching {args.size:g} MiB at {rate_label(args)} "
               f"(deadline {args.budget:.0f} s) ...", flush=True)
         clients_cpu = time.process_time()
         results, wall = fetch_all([a["server"] for a in cluster.agents], digest, blob.stat().st_size,
                                   args.budget, namespaces)
         clients_cpu = time.process_time() - clients_cpu
-        cpu_used = {k: group_cpu_seconds(g) - cpu_before[k] for k, g in groups.items()}
+        cpu_after = group_cpu_seconds(groups.values())
+        cpu_used = {k: cpu_after[g] - cpu_before[g] for k, g in groups.items()}
         time.sleep(COUNTER_SETTLE)
         after = payload_bytes(origin)
         for r in results:

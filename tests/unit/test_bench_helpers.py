@@ -38,8 +38,10 @@ def test_group_cpu_seconds_counts_every_live_process_of_the_group():
                             start_new_session=True, text=True)
     try:
         assert proc.stdout.readline() == "done\n"
-        assert group_cpu_seconds(proc.pid) >= 0.55  # both processes, not the child alone
-        assert group_cpu_seconds(os.getpid() + 10_000_000) == 0  # no such group
+        none = os.getpid() + 10_000_000  # no such group
+        cpu = group_cpu_seconds([proc.pid, none])
+        assert cpu[proc.pid] >= 0.55  # both processes, not the child alone
+        assert cpu[none] == 0
     finally:
         proc.stdin.close()
         proc.wait(10)
