@@ -168,7 +168,7 @@ class ClusterClient:
         addrs = self.ring.locations(digest)
         addrs += [a for a in self.ring.ranked(digest)[: self.ring.replicas] if a not in addrs]
         errors: list[KrakenError] = []
-        answers = []
+        answered, first = False, None
         for addr in addrs:
             try:
                 result = call(self.client(addr))
@@ -184,9 +184,10 @@ class ClusterClient:
             self.ring.health.succeeded(addr)
             if not every:
                 return result
-            answers.append(result)
-        if answers:
-            return answers[0]
+            if not answered:
+                answered, first = True, result
+        if answered:
+            return first
         # Pending beats NotFound beats Unavailable: the most useful thing to tell a caller.
         for kind in (Pending, NotFound):
             for exc in errors:
