@@ -7,6 +7,8 @@ import signal
 import sys
 from collections.abc import Iterable
 
+MiB = 1 << 20
+
 
 def exit_on_sigterm() -> None:
     """Turns SIGTERM (from `timeout`, or a job being stopped) into SystemExit, so the

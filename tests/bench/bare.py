@@ -31,9 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from tests.bench import exit_on_sigterm, netns
-
-MiB = 1 << 20
+from tests.bench import MiB, exit_on_sigterm, netns
 
 
 # The tracker: every announce returns all other peers of the torrent, compact.

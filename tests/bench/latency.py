@@ -26,8 +26,9 @@ import requests
 from common.devcluster import Cluster
 from common.digest import Digest
 from origin.client import OriginClient
-from tests.bench import exit_on_sigterm, netns
-from tests.bench.swarm import MiB, make_blob, nearest_rank, wait_metainfo
+from tests.bench import MiB, exit_on_sigterm, netns
+from tests.bench.swarm import make_blob, wait_metainfo
+from tests.bench.swarm_report import nearest_rank
 
 NAMESPACE = "bench"
 

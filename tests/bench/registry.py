@@ -30,11 +30,10 @@ import uuid
 from pathlib import Path
 
 from common.devcluster import Cluster
-from tests.bench import exit_on_sigterm
+from tests.bench import MiB, exit_on_sigterm
 from tests.integration.docker_env import Dockerd, ReferenceRegistry, pull_digest, push_digest
 from tests.integration.images import build_image
 
-MiB = 1 << 20
 TARGETS = {"push": 1.5, "pull": 1.3}
 
 
