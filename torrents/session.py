@@ -112,6 +112,11 @@ class _Torrent:
         self.changed = Signal()
         self.reannounced_at = 0.0
         self.urgent: set[int] = set()  # pieces given a deadline (prioritize)
+        # Pieces that failed libtorrent's hash check at least once: blocks of the bad copy
+        # may be in the file until the good copy's write lands over them. All of them, for
+        # all we know, once alerts were dropped.
+        self.hash_failed: set[int] = set()
+        self.alerts_lost = False
 
     def notify(self) -> None:
         self.changed.notify()
@@ -304,6 +309,13 @@ class TorrentSession:
         t.notify()
         return True
 
+    def passed_first_time(self, infohash: str, index: int) -> bool:
+        """Whether piece `index` passed libtorrent's hash check without ever failing it, as
+        far as the alerts tell (False for a torrent not here): then the only bytes libtorrent
+        wrote for it are the ones it verified."""
+        t = self._torrents.get(infohash)
+        return t is not None and not t.alerts_lost and index not in t.hash_failed
+
     def has(self, infohash: str) -> bool:
         return infohash in self._torrents
 
@@ -475,8 +487,15 @@ class TorrentSession:
                 t.moved.set()
         elif isinstance(alert, lt.hash_failed_alert):
             # libtorrent requests the piece again and bans peers that keep sending bad
-            # data; we only count and log it.
+            # data; we count and log it, and stop taking that piece on libtorrent's word.
             self.counters["hash_failures"] += 1
             log.warning("hash failure: %s", alert.message())
+            t = self._entry(alert)
+            if t is not None:
+                t.hash_failed.add(alert.piece_index)
+        elif isinstance(alert, lt.alerts_dropped_alert):
+            log.warning("libtorrent dropped alerts: %s", alert.message())
+            for t in self._torrents.values():
+                t.alerts_lost = True
         elif isinstance(alert, lt.listen_failed_alert):
             log.error("libtorrent cannot listen: %s", alert.message())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from urllib.parse import quote_from_bytes
 
 import gevent
 import pytest
@@ -14,6 +15,7 @@ from werkzeug.serving import make_server
 
 from common.digest import Digest
 from common.errors import DownloadError
+from tests.integration.badpeer import CorruptPeer
 from torrents import metainfo as mi
 from torrents.config import TorrentConfig
 from torrents.session import TorrentSession
@@ -89,6 +91,42 @@ def test_download_with_no_source_fails_after_the_stall_timeout(tracker_url, tmp_
             leecher.download(meta, tmp_path / "dl", timeout=30, stall_timeout=1.0)
         assert time.monotonic() - t0 < 10
     finally:
+        leecher.stop()
+
+
+def test_pieces_that_failed_their_hash_check_are_remembered(tracker_url, tmp_path):
+    # A corrupt peer is the only source at first: what it sends fails libtorrent's check.
+    # The session must tell those pieces apart (the agent then checks them on disk against
+    # their SHA-1, agent.downloader.read_piece) from pieces that passed the first time.
+    import requests
+
+    leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.35"), trackers=[tracker_url])
+    seeder = None
+    try:
+        digest, meta = make_blob(tmp_path / "seed", 8 << 20)
+        ih = meta.infohash_hex
+        with CorruptPeer(meta.infohash, meta.num_pieces) as bad:
+            q = (f"info_hash={quote_from_bytes(meta.infohash)}&peer_id={quote_from_bytes(bad.peer_id)}"
+                 f"&port={bad.addr[1]}&left=0&ip={bad.addr[0]}&event=completed")
+            assert requests.get(f"{tracker_url}?{q}", timeout=5).status_code == 200
+            leecher.start(meta, tmp_path / "dl")
+            deadline = time.monotonic() + 30
+            while leecher.counters["hash_failures"] == 0:
+                assert time.monotonic() < deadline, "no hash failure from the corrupt peer"
+                gevent.sleep(0.1)
+            failed = {i for i in range(meta.num_pieces) if not leecher.passed_first_time(ih, i)}
+            assert 0 < len(failed) < meta.num_pieces
+        seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.36"), trackers=[tracker_url])
+        seeder.seed(meta, tmp_path / "seed")
+        leecher.wait_finished(ih, stall_timeout=30, deadline=time.monotonic() + 60)
+        assert Digest.of_file(tmp_path / "dl" / digest.hex) == digest
+        # Passing later does not make a piece's first failure go away.
+        assert failed <= {i for i in range(meta.num_pieces) if not leecher.passed_first_time(ih, i)}
+        assert any(leecher.passed_first_time(ih, i) for i in range(meta.num_pieces))
+        assert not leecher.passed_first_time("0" * 40, 0)  # no such torrent
+    finally:
+        if seeder is not None:
+            seeder.stop()
         leecher.stop()
 
 
