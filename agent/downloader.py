@@ -477,7 +477,10 @@ class Downloader:
         infohash = meta.infohash_hex
         stripes = 0
         while not dl.verified.ready() and self.session.has(infohash):
-            others = self.session.downloading_hosts(infohash)
+            try:
+                others = self.session.downloading_hosts(infohash)
+            except RuntimeError:  # the torrent went away between the check and the call
+                return
             seen = others + 1
             if others and seen > stripes:
                 if seen != guess or stripes:
