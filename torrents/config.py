@@ -25,7 +25,7 @@ class TorrentConfig:
     # Requests one peer may have outstanding at this host (libtorrent's
     # max_allowed_in_request_queue). Origins keep it small: see OriginTorrentConfig.
     max_peer_requests: int = 2000
-    # Turn Nagle's algorithm off on peer connections (see session.set_nodelay): small
+    # Turn Nagle's algorithm off on peer connections (see sockets.set_nodelay): small
     # transfers otherwise stall 40 ms on delayed ACKs.
     tcp_nodelay: bool = True
     # libtorrent's disk I/O threads (aio_threads; its default is 10). Agents keep 10: a lone

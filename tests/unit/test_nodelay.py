@@ -1,8 +1,8 @@
-"""torrents.session.set_nodelay: Nagle off on this process's TCP sockets, once each."""
+"""torrents.sockets.set_nodelay: Nagle off on this process's TCP sockets, once each."""
 
 import socket
 
-from torrents.session import set_nodelay
+from torrents.sockets import set_nodelay
 
 
 def _nodelay(sock: socket.socket) -> int:
