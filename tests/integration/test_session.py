@@ -97,7 +97,7 @@ def test_download_with_no_source_fails_after_the_stall_timeout(tracker_url, tmp_
 def test_pieces_that_failed_their_hash_check_are_remembered(tracker_url, tmp_path):
     # A corrupt peer is the only source at first: what it sends fails libtorrent's check.
     # The session must tell those pieces apart (the agent then checks them on disk against
-    # their SHA-1, agent.downloader.read_piece) from pieces that passed the first time.
+    # their SHA-1, agent.ondisk.read_piece) from pieces that passed the first time.
     import requests
 
     leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.35"), trackers=[tracker_url])
