@@ -18,6 +18,7 @@ for the slowest leecher, seeder upload in blob copies).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -156,18 +157,14 @@ def main(argv=None) -> None:
                 f.write(os.urandom(MiB))
         meta = mi.build(blob, Digest.of_file(blob), size)
         os.rename(blob, seed_dir / meta.name)
-        network = None
         # Where each host runs: (command prefix, address); the seeder is host 0.
         hosts = [([], "127.0.0.2")] + [([], f"127.0.0.{20 + i}") for i in range(args.agents)]
         peer_rate = args.rate
-        if args.link == "netns":
-            if not args.rate:
-                raise SystemExit("--link netns needs a --rate to shape the links to")
-            network = netns.Network(int(args.rate * MiB))
-        try:
+        if args.link == "netns" and not args.rate:
+            raise SystemExit("--link netns needs a --rate to shape the links to")
+        # With netns the tracker's socket lives in the hub.
+        with netns.shaped(int(args.rate * MiB)) if args.link == "netns" else contextlib.nullcontext() as network:
             if network:
-                network.create_hub()
-                netns.enter(network.hub)  # the tracker's socket lives in the hub
                 hosts = [(network.exec_prefix(ns), network.hosts[ns])
                          for ns in [network.add_host("seed", 0)]
                          + [network.add_host(f"leech{i}", 50 + i) for i in range(args.agents)]]
@@ -208,10 +205,6 @@ def main(argv=None) -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             tracker.shutdown()
-        finally:
-            if network:
-                netns.enter(None)
-                network.destroy()
     times.sort()
     if len(times) < args.agents:
         print(f"only {len(times)} of {args.agents} leechers finished")

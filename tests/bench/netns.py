@@ -97,6 +97,21 @@ class Network:
         self.hosts.clear()
 
 
+@contextlib.contextmanager
+def shaped(rate_bytes: int):
+    """A Network with its hub up and the calling thread in the hub (where a benchmark talks
+    to its cluster from) for the block; then the thread goes back to its own namespace and
+    every namespace is deleted, however the block ends."""
+    network = Network(rate_bytes)
+    try:
+        network.create_hub()
+        enter(network.hub)
+        yield network
+    finally:
+        enter(None)
+        network.destroy()
+
+
 class NetnsHosts:
     """devcluster host placement: redis and trackers in the hub, each origin and agent in
     a shaped namespace of its own. Fresh namespaces have every port free, so ports are

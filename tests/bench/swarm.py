@@ -201,12 +201,13 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
     --link limiter caps each host with libtorrent's rate limiter; --link netns puts each
     origin and agent in its own network namespace behind a tc-shaped veth link instead."""
     rate = int(args.rate * MiB)
-    network = hosts = None
-    if args.link == "netns":
-        network = netns.Network(rate)
-        network.create_hub()
-        hosts = netns.NetnsHosts(network)
-        netns.enter(network.hub)  # this thread talks to the cluster from the hub
+    with netns.shaped(rate) if args.link == "netns" else contextlib.nullcontext() as network:
+        hosts = netns.NetnsHosts(network) if network else None
+        return _run_cluster(mode, root, blob, digest, args, rate, hosts)
+
+
+def _run_cluster(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.Namespace, rate: int,
+                 hosts: netns.NetnsHosts | None) -> RunResult:
     cluster = Cluster(root / mode, agents=args.agents, origins=1, replicas=1, trackers=1, hosts=hosts, backend="none",
                       **cluster_overrides(rate if args.link == "limiter" else 0, mode == "baseline", args.budget,
                                         args.lt, args.announce, args.origin_lt, args.agent_config,
@@ -250,9 +251,6 @@ def run_once(mode: str, root: Path, blob: Path, digest: Digest, args: argparse.N
         return run
     finally:
         cluster.stop()
-        if network:
-            netns.enter(None)
-            network.destroy()
 
 
 def default_budget(args: argparse.Namespace) -> float:
