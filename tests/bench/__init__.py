@@ -7,6 +7,8 @@ import signal
 import sys
 from collections.abc import Iterable
 
+from tests.proc import stat_fields
+
 MiB = 1 << 20
 
 
@@ -24,14 +26,8 @@ def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
     tick = os.sysconf("SC_CLK_TCK")
     totals = dict.fromkeys(pgids, 0)
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or (fields := stat_fields(entry)) is None:  # None: gone meanwhile
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        # After the command: state ppid pgrp ... utime (field 14) stime (15).
         if (pgrp := int(fields[2])) in totals:
             totals[pgrp] += int(fields[11]) + int(fields[12])
     return {g: t / tick for g, t in totals.items()}

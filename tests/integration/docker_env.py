@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from common.devcluster import free_port
+from tests.proc import stat_fields
 
 # A proxy nothing listens on: port 9 (discard) on loopback.
 DEAD_PROXY = "http://127.0.0.1:9"
@@ -84,10 +85,8 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 
 def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
+    fields = stat_fields(pid)
+    return fields[0] if fields else "X"
 
 
 def _unmount_under(root: Path) -> list[str]:

@@ -17,6 +17,7 @@ import requests
 
 from common.devcluster import free_port
 from tests.integration.helpers import upload, wait_for
+from tests.proc import stat_fields
 
 KRAKENCTL = [sys.executable, "-m", "common.cli"]
 # Standard clients must never reach past loopback: no proxies inherited from the caller.
@@ -102,7 +103,5 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] == "Z"

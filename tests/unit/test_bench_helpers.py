@@ -45,3 +45,21 @@ def test_group_cpu_seconds_counts_every_live_process_of_the_group():
     finally:
         proc.stdin.close()
         proc.wait(10)
+
+
+def test_stat_fields_are_found_past_a_command_with_spaces_and_parentheses():
+    from tests.proc import stat_fields
+
+    name = "a) b (c"
+    child = (f"import ctypes, sys\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)\n"
+             "print('named', flush=True)\nsys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "named\n"
+        assert open(f"/proc/{proc.pid}/comm").read().strip() == name
+        fields = stat_fields(proc.pid)
+        assert fields[0] in "RS" and fields[1] == str(os.getpid())  # state, then ppid
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    assert stat_fields(proc.pid) is None  # reaped
