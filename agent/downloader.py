@@ -27,7 +27,7 @@ from agent.stripes import stripe_priorities
 from common.concurrency import Signal, in_thread
 from common.digest import Digest
 from common.errors import DownloadError, Pending
-from common.store import CAStore
+from common.store import CAStore, fsync
 from torrents.metainfo import Metainfo
 from torrents.seeder import EMPTY, Seeder
 from torrents.session import TorrentSession
@@ -350,7 +350,7 @@ class Downloader:
             if admitted:  # the next download need not wait for this one's fsync
                 self.admission.leave()
                 admitted = False
-            in_thread(os.fsync, f.fileno())
+            fsync(f.fileno())
             self.seeder.remember(dl.digest, meta)
             # A rename into the cache; libtorrent keeps seeding from the new place.
             self.session.move(infohash, self.store.blob_dir(dl.digest))

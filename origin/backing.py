@@ -95,8 +95,6 @@ class Backing:
                 with open(tmp, "wb") as f:
                     sink = _Sink(f)
                     backend.download(namespace, keys.blob(digest), sink)
-                    f.flush()
-                    os.fsync(f.fileno())
             actual = Digest.parse("sha256:" + sink.hash.hexdigest())
             if actual != digest:
                 raise DigestMismatch(digest, actual)

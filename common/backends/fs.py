@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from common.backends import Backend, BackendError, NotFound, keys, register
+from common.store import fsync
 
 CHUNK = 1 << 20
 
@@ -43,7 +44,7 @@ class FSBackend(Backend):
                 with os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)
                     out.flush()
-                    os.fsync(out.fileno())
+                    fsync(out.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 os.unlink(tmp)

@@ -223,3 +223,62 @@ def test_seeder_trusts_a_blob_it_has_just_hashed_and_checks_one_found_on_disk_as
                 gevent.sleep(0.05)
         finally:
             session.stop()
+
+
+class _SlowAdd:
+    """A libtorrent session whose add_torrent takes `delay` s, as when its network thread is
+    busy; everything else goes to the real one."""
+
+    def __init__(self, ses, delay: float):
+        self._real = ses
+        self.delay = delay
+
+    def add_torrent(self, atp):
+        time.sleep(self.delay)
+        return self._real.add_torrent(atp)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def test_adding_a_torrent_leaves_the_event_loop_running(tmp_path):
+    # add_torrent waits on libtorrent's network thread, so it runs in the thread pool: other
+    # greenlets go on meanwhile. The torrent is known (has) at once; calls that need its
+    # handle wait for the add; a second seed of the same blob does not add it again; a
+    # remove during the add removes it once it is there.
+    _, meta = make_blob(tmp_path / "seed", 1 << 20)
+    session = TorrentSession(TorrentConfig(listen_ip="127.0.0.34"), trackers=[])
+    ticks = []
+
+    def tick():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    ticker = gevent.spawn(tick)
+    try:
+        real = session._ses
+        session._ses = _SlowAdd(real, 0.3)
+        adders = [gevent.spawn(session.seed, meta, tmp_path / "seed") for _ in range(2)]
+        gevent.sleep(0.05)
+        assert session.has(meta.infohash_hex)
+        before = len(ticks)
+        assert session.progress(meta.infohash_hex).state == "seeding"  # waits for the handle
+        assert len(ticks) - before >= 20, "the event loop stood still while the torrent was added"
+        gevent.joinall(adders, raise_error=True)
+        assert [str(h.info_hashes().v1) for h in real.get_torrents()] == [meta.infohash_hex]
+
+        other_dir = tmp_path / "other"
+        _, other = make_blob(other_dir, 1 << 20)
+        adder = gevent.spawn(session.start, other, tmp_path / "dl")
+        gevent.sleep(0.05)
+        assert session.remove(other.infohash_hex)
+        adder.get()
+        assert not session.has(other.infohash_hex)
+        deadline = time.monotonic() + 5
+        while len(real.get_torrents()) != 1:
+            assert time.monotonic() < deadline, "the torrent removed during its add is still in libtorrent"
+            gevent.sleep(0.05)
+    finally:
+        ticker.kill()
+        session.stop()

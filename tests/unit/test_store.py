@@ -1,5 +1,7 @@
 import os
+import time
 
+import gevent
 import pytest
 
 from common.digest import Digest
@@ -73,3 +75,43 @@ def test_delete_removes_blob_and_sidecars(tmp_path):
     with pytest.raises(NotFound):
         store.size(d)
     assert not store.delete(d)
+
+
+def test_fsyncs_and_sidecar_writes_leave_the_event_loop_running(tmp_path, monkeypatch):
+    # An fsync may take tens of milliseconds while the journal commits; the store's run in
+    # gevent's thread pool, so other greenlets (requests) go on meanwhile. A slow fsync
+    # stands in for a busy disk here.
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.1)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    store = CAStore(tmp_path)
+    ticks = []
+
+    def tick():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    ticker = gevent.spawn(tick)
+    gevent.sleep(0)
+    data = b"blob"
+    d = Digest.of_bytes(data)
+    try:
+        for write in (lambda: store.write_stream(d, [data]),  # file and directory: 2 fsyncs
+                      lambda: store.set_meta(d, "torrent", b"meta")):
+            before = len(ticks)
+            write()
+            assert len(ticks) - before >= 10, "the event loop stood still during an fsync"
+        src = tmp_path / "upload"
+        src.write_bytes(b"other")
+        before = len(ticks)
+        store.commit_file(src, Digest.of_bytes(b"other"))
+        assert len(ticks) - before >= 10, "the event loop stood still during an fsync"
+    finally:
+        ticker.kill()
+    assert store.get_meta(d, "torrent") == b"meta"
+    assert store.exists(Digest.of_bytes(b"other"))
