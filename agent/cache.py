@@ -8,6 +8,8 @@ import time
 
 import gevent
 
+from common.concurrency import in_thread
+from common.digest import Digest
 from common.store import CAStore
 from torrents.seeder import Seeder
 
@@ -25,13 +27,7 @@ class Evictor:
     def sweep(self) -> list[str]:
         """Evicts what is idle too long, then the least recently used until the cache fits.
         Returns the evicted digests."""
-        entries = []
-        for digest in self.store.list():
-            try:
-                entries.append((self.store.last_access(digest), self.store.size(digest), digest))
-            except Exception:  # noqa: BLE001 - deleted meanwhile
-                continue
-        entries.sort()
+        entries = in_thread(self._entries)  # a stat per blob: off the event loop
         total = sum(size for _, size, _ in entries)
         cutoff = self.clock() - self.idle_ttl
         evicted = []
@@ -44,6 +40,16 @@ class Evictor:
         if evicted:
             log.info("evicted %d blobs; cache holds %d bytes", len(evicted), total)
         return evicted
+
+    def _entries(self) -> list[tuple[float, int, Digest]]:
+        """(last access, size, digest) of every cached blob, oldest first."""
+        entries = []
+        for digest in self.store.list():
+            try:
+                entries.append((self.store.last_access(digest), self.store.size(digest), digest))
+            except Exception:  # noqa: BLE001 - deleted meanwhile
+                continue
+        return sorted(entries)
 
     def run(self, interval: float) -> None:
         while True:

@@ -181,7 +181,9 @@ class Downloader:
     def get(self, namespace: str, digest: Digest) -> Path | Download:
         """The cached blob's path, or the (new or shared) download in progress."""
         if self.store.exists(digest):
-            self.store.touch(digest)
+            # The access time for eviction; utime waits on the file system's journal while
+            # another thread's fsync commits it, so off the event loop.
+            in_thread(self.store.touch, digest)
             return self.store.path(digest)
         if digest == EMPTY:
             # A torrent cannot describe zero bytes, and nothing needs fetching.

@@ -69,4 +69,5 @@ class Seeder:
         cached = self.store.get_meta(digest, SIDECAR)
         if cached is not None:
             self.session.remove(mi.Metainfo(cached).infohash_hex)
-        return self.store.delete(digest)
+        # Unlinking a large file frees its extents through the journal: off the event loop.
+        return in_thread(self.store.delete, digest)
