@@ -78,9 +78,9 @@ def test_delete_removes_blob_and_sidecars(tmp_path):
 
 
 def test_fsyncs_and_sidecar_writes_leave_the_event_loop_running(tmp_path, monkeypatch):
-    # An fsync may take tens of milliseconds while the journal commits; the store's run in
-    # gevent's thread pool, so other greenlets (requests) go on meanwhile. A slow fsync
-    # stands in for a busy disk here.
+    # An fsync may take tens of milliseconds while the journal commits; the store runs its
+    # fsyncs in gevent's thread pool, so other greenlets (requests) go on meanwhile. A slow
+    # fsync stands in for a busy disk here.
     real_fsync = os.fsync
 
     def slow_fsync(fd):
