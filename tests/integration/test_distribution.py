@@ -127,3 +127,7 @@ def test_every_component_is_ready_and_exports_metrics(cluster):
         assert requests.get(f"http://{addr}/readiness", timeout=5).status_code == 200, addr
         text = requests.get(f"http://{addr}/metrics", timeout=5).text
         assert "kraken_http_request_seconds" in text, addr
+    # The event loop's lag is measured in every worker from its first request on.
+    for addr in addrs:
+        wait_for(lambda addr=addr: metric(addr, "kraken_event_loop_lag_seconds_count") >= 2, 5,
+                 f"event-loop lag samples from {addr}")
