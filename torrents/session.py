@@ -206,12 +206,15 @@ class TorrentSession:
 
     def downloading_hosts(self, infohash: str) -> int:
         """Distinct addresses among the connected peers that are not seeds (a round trip
-        to libtorrent's network thread: call it now and then, not per piece)."""
+        to libtorrent's network thread: call it now and then, not per piece). A peer still
+        connecting or handshaking is not counted: libtorrent cannot know yet whether it is
+        a seed, and an origin counted then widened a wave of two agents to three stripes."""
         t = self._get(infohash)
         # In the pool, as it waits on the network thread (12 ms per call measured on a busy
         # agent); the binding lets go of the GIL meanwhile.
         peers = in_thread(t.handle.get_peer_info)
-        return len({p.ip[0] for p in peers if not p.flags & lt.peer_info.seed})
+        unknown = lt.peer_info.seed | lt.peer_info.connecting | lt.peer_info.handshake
+        return len({p.ip[0] for p in peers if not p.flags & unknown})
 
     def set_priorities(self, infohash: str, priorities: list[int]) -> None:
         """Replaces the piece priorities of a torrent (1-7, one per piece) and ends any

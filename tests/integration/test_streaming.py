@@ -137,7 +137,11 @@ def test_agents_downloading_together_take_consecutive_slots_and_split_the_blob(s
                 seen[i] = st
         return len(seen) == 2 and all(s["stripes"] == 2 and not s["sequential"] for s in seen.values())
 
-    wait_for(both_striped, 20, "both agents to stripe the blob two ways")
+    try:
+        wait_for(both_striped, 20, "both agents to stripe the blob two ways")
+    except AssertionError as exc:
+        now = [status(slow_cluster, i, digest) for i in (0, 1)]
+        raise AssertionError(f"{exc}; last seen downloading: {seen}; now: {now}") from None
     for t in threads:
         t.join(60)
     assert sorted(s["slot"] for s in seen.values()) == [0, 1], seen
