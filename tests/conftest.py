@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 
+import gevent
 import pytest
 
 
@@ -60,3 +61,20 @@ def random_file(path, size: int) -> bytes:
     with open(path, "wb") as f:
         f.write(data)
     return data
+
+
+@pytest.fixture
+def loop_ticks():
+    """The times a greenlet ticking every 5 ms ran: a test counts them across a call to
+    show the event loop went on meanwhile."""
+    ticks: list[float] = []
+
+    def tick():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    ticker = gevent.spawn(tick)
+    gevent.sleep(0)
+    yield ticks
+    ticker.kill()

@@ -241,30 +241,22 @@ class _SlowAdd:
         return getattr(self._real, name)
 
 
-def test_adding_a_torrent_leaves_the_event_loop_running(tmp_path):
+def test_adding_a_torrent_leaves_the_event_loop_running(tmp_path, loop_ticks):
     # add_torrent waits on libtorrent's network thread, so it runs in the thread pool: other
     # greenlets go on meanwhile. The torrent is known (has) at once; calls that need its
     # handle wait for the add; a second seed of the same blob does not add it again; a
     # remove during the add removes it once it is there.
     _, meta = make_blob(tmp_path / "seed", 1 << 20)
     session = TorrentSession(TorrentConfig(listen_ip="127.0.0.34"), trackers=[])
-    ticks = []
-
-    def tick():
-        while True:
-            ticks.append(time.monotonic())
-            gevent.sleep(0.005)
-
-    ticker = gevent.spawn(tick)
     try:
         real = session._ses
         session._ses = _SlowAdd(real, 0.3)
         adders = [gevent.spawn(session.seed, meta, tmp_path / "seed") for _ in range(2)]
         gevent.sleep(0.05)
         assert session.has(meta.infohash_hex)
-        before = len(ticks)
+        before = len(loop_ticks)
         assert session.progress(meta.infohash_hex).state == "seeding"  # waits for the handle
-        assert len(ticks) - before >= 20, "the event loop stood still while the torrent was added"
+        assert len(loop_ticks) - before >= 20, "the event loop stood still while the torrent was added"
         gevent.joinall(adders, raise_error=True)
         assert [str(h.info_hashes().v1) for h in real.get_torrents()] == [meta.infohash_hex]
 
@@ -280,5 +272,4 @@ def test_adding_a_torrent_leaves_the_event_loop_running(tmp_path):
             assert time.monotonic() < deadline, "the torrent removed during its add is still in libtorrent"
             gevent.sleep(0.05)
     finally:
-        ticker.kill()
         session.stop()

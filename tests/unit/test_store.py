@@ -1,7 +1,6 @@
 import os
 import time
 
-import gevent
 import pytest
 
 from common.digest import Digest
@@ -77,7 +76,7 @@ def test_delete_removes_blob_and_sidecars(tmp_path):
     assert not store.delete(d)
 
 
-def test_fsyncs_and_sidecar_writes_leave_the_event_loop_running(tmp_path, monkeypatch):
+def test_fsyncs_and_sidecar_writes_leave_the_event_loop_running(tmp_path, monkeypatch, loop_ticks):
     # An fsync may take tens of milliseconds while the journal commits; the store runs its
     # fsyncs in gevent's thread pool, so other greenlets (requests) go on meanwhile. A slow
     # fsync stands in for a busy disk here.
@@ -89,29 +88,17 @@ def test_fsyncs_and_sidecar_writes_leave_the_event_loop_running(tmp_path, monkey
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
     store = CAStore(tmp_path)
-    ticks = []
-
-    def tick():
-        while True:
-            ticks.append(time.monotonic())
-            gevent.sleep(0.005)
-
-    ticker = gevent.spawn(tick)
-    gevent.sleep(0)
     data = b"blob"
     d = Digest.of_bytes(data)
-    try:
-        for write in (lambda: store.write_stream(d, [data]),  # file and directory: 2 fsyncs
-                      lambda: store.set_meta(d, "torrent", b"meta")):
-            before = len(ticks)
-            write()
-            assert len(ticks) - before >= 10, "the event loop stood still during an fsync"
-        src = tmp_path / "upload"
-        src.write_bytes(b"other")
-        before = len(ticks)
-        store.commit_file(src, Digest.of_bytes(b"other"))
-        assert len(ticks) - before >= 10, "the event loop stood still during an fsync"
-    finally:
-        ticker.kill()
+    for write in (lambda: store.write_stream(d, [data]),  # file and directory: 2 fsyncs
+                  lambda: store.set_meta(d, "torrent", b"meta")):
+        before = len(loop_ticks)
+        write()
+        assert len(loop_ticks) - before >= 10, "the event loop stood still during an fsync"
+    src = tmp_path / "upload"
+    src.write_bytes(b"other")
+    before = len(loop_ticks)
+    store.commit_file(src, Digest.of_bytes(b"other"))
+    assert len(loop_ticks) - before >= 10, "the event loop stood still during an fsync"
     assert store.get_meta(d, "torrent") == b"meta"
     assert store.exists(Digest.of_bytes(b"other"))
