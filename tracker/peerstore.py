@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,14 @@ class PeerInfo:
     zone: str = ""
     rack: str = ""
     region: str = ""
+    # The peer's place in the order the store first heard of the torrent's peers (1, 2,
+    # ...; kept across its announces, set by the store): tracker.handout hands a peer only
+    # those that joined before it.
+    joined: int = 0
 
     def to_json(self, now: float) -> str:
         d = asdict(self)
+        del d["joined"]  # the store keeps it apart: an announce must not overwrite it
         d["peer_id"] = self.peer_id.hex()
         d["ts"] = now
         return json.dumps(d, separators=(",", ":"))
@@ -48,14 +53,18 @@ class PeerStore(ABC):
         self.clock = clock
 
     @abstractmethod
-    def update(self, infohash: bytes, peer: PeerInfo) -> None: ...
+    def update(self, infohash: bytes, peer: PeerInfo) -> int:
+        """Records an announce; returns the peer's `joined` (new if the store did not know
+        the peer, else the one it had). Numbers only grow while the torrent has peers, so
+        a peer that joined later was written later, and its read of the swarm, made after
+        its write, saw every peer numbered before it."""
 
     @abstractmethod
     def remove(self, infohash: bytes, peer_id: bytes) -> None: ...
 
     @abstractmethod
     def peers(self, infohash: bytes) -> list[PeerInfo]:
-        """Live peers (heard from within ttl)."""
+        """Live peers (heard from within ttl), each with its `joined`."""
 
     @abstractmethod
     def mark_completed(self, infohash: bytes) -> None:
@@ -90,13 +99,21 @@ class MemoryPeerStore(PeerStore):
     def __init__(self, ttl: float, clock=time.time):
         super().__init__(ttl, clock)
         self._swarms: dict[bytes, dict[bytes, tuple[PeerInfo, float]]] = {}
+        self._joins: dict[bytes, int] = {}  # infohash -> peers numbered so far
         self._downloaded: dict[bytes, int] = {}
         self._slots: dict[bytes, tuple[int, float]] = {}  # infohash -> (next slot, last used)
         self._lock = threading.Lock()
 
     def update(self, infohash, peer):
         with self._lock:
-            self._swarms.setdefault(infohash, {})[peer.peer_id] = (peer, self.clock())
+            swarm = self._swarms.setdefault(infohash, {})
+            known = swarm.get(peer.peer_id)
+            if known is not None:
+                joined = known[0].joined
+            else:
+                joined = self._joins[infohash] = self._joins.get(infohash, 0) + 1
+            swarm[peer.peer_id] = (replace(peer, joined=joined), self.clock())
+            return joined
 
     def remove(self, infohash, peer_id):
         with self._lock:
@@ -130,38 +147,69 @@ class MemoryPeerStore(PeerStore):
             return slot
 
 
+# KEYS: the torrent's peers hash and its joins hash (peer id -> joined, and under "#" the
+# count so far); ARGV: peer id, peer JSON, ttl. Atomic, so numbers follow the order of the
+# writes (see PeerStore.update).
+_UPDATE = """
+local joined = redis.call('HGET', KEYS[2], ARGV[1])
+if not joined then
+  joined = redis.call('HINCRBY', KEYS[2], '#', 1)
+  redis.call('HSET', KEYS[2], ARGV[1], joined)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return tonumber(joined)
+"""
+
+
 class RedisPeerStore(PeerStore):
-    """One hash per torrent, peer id -> JSON with a timestamp. The whole hash expires after
-    ttl without announces; stale fields are dropped as they are read."""
+    """One hash per torrent, peer id -> JSON with a timestamp, and beside it one of peer id
+    -> joined. Both expire after ttl without announces; stale fields are dropped as they
+    are read."""
 
     def __init__(self, redis, ttl: float, clock=time.time, prefix: str = "kraken:"):
         super().__init__(ttl, clock)
         self.r = redis
         self.prefix = prefix
+        self._update = redis.register_script(_UPDATE)
 
     def _key(self, infohash: bytes) -> str:
         return f"{self.prefix}peers:{infohash.hex()}"
 
+    def _joins_key(self, infohash: bytes) -> str:
+        return f"{self.prefix}joins:{infohash.hex()}"
+
     def update(self, infohash, peer):
-        key = self._key(infohash)
-        with self.r.pipeline(transaction=False) as p:
-            p.hset(key, peer.peer_id.hex(), peer.to_json(self.clock()))
-            p.expire(key, int(self.ttl) + 1)
-            p.execute()
+        keys = [self._key(infohash), self._joins_key(infohash)]
+        return int(self._update(keys=keys, args=[peer.peer_id.hex(), peer.to_json(self.clock()), int(self.ttl) + 1]))
 
     def remove(self, infohash, peer_id):
-        self.r.hdel(self._key(infohash), peer_id.hex())
+        with self.r.pipeline(transaction=False) as p:
+            p.hdel(self._key(infohash), peer_id.hex())
+            p.hdel(self._joins_key(infohash), peer_id.hex())
+            p.execute()
 
     def peers(self, infohash):
-        key = self._key(infohash)
+        key, joins_key = self._key(infohash), self._joins_key(infohash)
         cutoff = self.clock() - self.ttl
+        with self.r.pipeline(transaction=False) as p:
+            p.hgetall(key)
+            p.hgetall(joins_key)
+            raw_peers, joins = p.execute()
         live, stale = [], []
-        for field, raw in self.r.hgetall(key).items():
+        for field, raw in raw_peers.items():
             peer, ts = PeerInfo.from_json(raw)
-            (stale if ts < cutoff else live).append((field, peer))
+            if ts < cutoff:
+                stale.append(field)
+            else:
+                live.append(replace(peer, joined=int(joins.get(field, 0))))
         if stale:
-            self.r.hdel(key, *[f for f, _ in stale])
-        return [p for _, p in live]
+            with self.r.pipeline(transaction=False) as p:
+                p.hdel(key, *stale)
+                p.hdel(joins_key, *stale)
+                p.execute()
+        return live
 
     def mark_completed(self, infohash):
         self.r.incr(f"{self.prefix}downloaded:{infohash.hex()}")

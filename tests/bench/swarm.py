@@ -261,10 +261,12 @@ def default_budget(args: argparse.Namespace) -> float:
     return max(300.0, args.agents * args.size / 20)
 
 
-def _setting(text: str, parser: argparse.ArgumentParser) -> tuple[str, int | str]:
+def _setting(text: str, parser: argparse.ArgumentParser) -> tuple[str, bool | int | str]:
     name, sep, value = text.partition("=")
     if not sep:
         parser.error(f"{text!r}: want NAME=VALUE")
+    if value in ("true", "false"):  # libtorrent's bool settings take no 0/1
+        return name, value == "true"
     return name, int(value) if value.lstrip("-").isdigit() else value
 
 

@@ -41,3 +41,16 @@ def test_shuffle_within_equal_rank_spreads_load():
 def test_origins_only_hands_out_only_origins():
     peers = [p(1, complete=True), p(2, origin=True, complete=True), p(3)]
     assert [x.ip for x in handout.order(peers, ME, 50, origins_only=True)] == ["10.0.0.2"]
+
+
+def test_a_peer_gets_only_the_peers_that_joined_before_it():
+    # Of any two peers only the later one is handed the other, so only it dials: were
+    # both to dial at once, libtorrent would drop both connections (tracker.handout).
+    first, second, third = (p(n, joined=j) for n, j in ((1, 1), (2, 2), (3, 3)))
+    swarm = [first, second, third, p(9, origin=True, complete=True, joined=4)]
+    assert handout.order(swarm, first, 50) == []
+    assert handout.order(swarm, second, 50) == [first]
+    assert {x.ip for x in handout.order(swarm, third, 50)} == {first.ip, second.ip}
+    # Equal numbers (peers recorded before numbering existed): the greater peer id dials.
+    a, b = p(5), p(6)
+    assert handout.order([a, b], a, 50) == [] and handout.order([a, b], b, 50) == [a]

@@ -65,6 +65,30 @@ def test_remove_and_counts(store_and_clock):
     assert store.counts(IH).incomplete == 0
 
 
+def test_peers_are_numbered_in_the_order_they_joined(store_and_clock):
+    store, clock = store_and_clock
+    assert [store.update(IH, peer(n)) for n in (3, 1, 2)] == [1, 2, 3]
+    assert store.update(IH, peer(1, complete=True)) == 2  # a re-announce keeps its place
+    assert store.update(b"\x02" * 20, peer(1)) == 1  # per torrent
+    assert sorted((p.joined, p.ip) for p in store.peers(IH)) == [(1, "127.0.0.3"), (2, "127.0.0.1"), (3, "127.0.0.2")]
+    # A peer that left, or went stale, joins again at the end.
+    store.remove(IH, peer(3).peer_id)
+    assert store.update(IH, peer(3)) == 4
+    clock.now += 20
+    store.update(IH, peer(1))
+    clock.now += 15
+    assert [p.ip for p in store.peers(IH)] == ["127.0.0.1"]
+    assert store.update(IH, peer(2)) == 5
+    assert sorted((p.joined, p.ip) for p in store.peers(IH)) == [(2, "127.0.0.1"), (5, "127.0.0.2")]
+
+
+def test_redis_join_numbers_expire_with_the_swarm(redis_client):
+    store = RedisPeerStore(redis_client, ttl=30)
+    store.update(IH, peer(1))
+    assert 0 < redis_client.ttl(f"kraken:joins:{IH.hex()}") <= 31
+    assert redis_client.ttl(f"kraken:peers:{IH.hex()}") == redis_client.ttl(f"kraken:joins:{IH.hex()}")
+
+
 def test_slots_count_up_per_torrent_and_restart_after_idle(store_and_clock):
     store, clock = store_and_clock
     assert [store.next_slot(IH) for _ in range(3)] == [0, 1, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import replace
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
@@ -94,7 +95,7 @@ def announce():
         store.remove(infohash, peer_id)
         swarm, peers = store.peers(infohash), []
     else:
-        store.update(infohash, me)
+        me = replace(me, joined=store.update(infohash, me))
         if event == "completed":
             store.mark_completed(infohash)
         swarm = store.peers(infohash)
