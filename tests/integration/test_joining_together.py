@@ -18,12 +18,12 @@ import gevent
 import pytest
 from werkzeug.serving import make_server
 
+from tests.integration.test_session import _NoOrigins, make_blob
 from torrents.config import TorrentConfig
 from torrents.session import TorrentSession
 from tracker.app import create_app
 from tracker.config import TrackerConfig
 from tracker.peerstore import MemoryPeerStore
-from tests.integration.test_session import _NoOrigins, make_blob
 
 
 class TogetherStore(MemoryPeerStore):
