@@ -8,8 +8,9 @@ as when two agents start a blob at the same instant and each first announce read
 swarm after both have written themselves in, libtorrent drops both connections: each side
 closes the incoming one as a duplicate of the tracker's entry for the same listen address
 (peer_list::update_peer_port), and neither dials again for min_reconnect_time, 60 s.
-Measured: 5 of 60 pairs of agents starting together never exchanged a piece. The earlier
-peer needs no handout: the later one's connection reaches it."""
+Measured: two agents fetching a fresh blob at once never connected in 7 of 120 tries (0 of
+60 with this rule). The earlier peer needs no handout: the later one's connection reaches
+it."""
 
 from __future__ import annotations
 
