@@ -26,15 +26,11 @@ from common.concurrency import Signal, in_thread
 from common.errors import DownloadError, NotFound
 from torrents.config import TorrentConfig
 from torrents.metainfo import Metainfo
+from torrents.settings import RAMP_SECONDS, TICK_MS, fresh_tick, session_settings
 from torrents.sockets import set_nodelay
 
 log = logging.getLogger(__name__)
 
-_ALERTS = (
-    lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage
-    | lt.alert_category.piece_progress  # piece_finished_alert: streaming serves pieces as they pass
-    | lt.alert_category.connect  # peer_connect_alert: new sockets get TCP_NODELAY
-)
 # Alerts after which the process has TCP sockets that may still have Nagle's algorithm on.
 _NEW_SOCKETS = (lt.listen_succeeded_alert, lt.peer_connect_alert)
 
@@ -79,60 +75,13 @@ class _Torrent:
         self.changed.notify()
 
 
-def _settings(cfg: TorrentConfig, user_agent: str) -> dict:
-    settings = {
-        # A private swarm on known hosts: no discovery beyond the tracker.
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "listen_interfaces": f"{cfg.listen_ip}:{cfg.port}",
-        # Without this a session on 127.0.0.12 still connects out from 127.0.0.1, and peers
-        # would see (and the tracker record) the wrong address.
-        "outgoing_interfaces": cfg.listen_ip,
-        "announce_ip": cfg.listen_ip,
-        "alert_mask": int(_ALERTS),
-        "alert_queue_size": 10000,
-        "user_agent": user_agent,
-        "upload_rate_limit": cfg.upload_rate_limit,
-        "download_rate_limit": cfg.download_rate_limit,
-        "connections_limit": cfg.connections_limit,
-        "min_announce_interval": cfg.min_announce_interval,
-        # TCP only: uTP added 0.5-1 s per torrent here and has its own congestion control
-        # that fights the rate limiter.
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        # Every test host shares one machine; several agents may share an address in
-        # deployments behind NAT.
-        "allow_multiple_connections_per_ip": True,
-        # Shutdown must not wait 5 s on a tracker that is gone.
-        "stop_tracker_timeout": 1,
-        # Measured under a per-host cap (LIBTORRENT-NOTES): hand out rate quota every
-        # 50 ms instead of 500 ms (bursty transfers, slow first piece); do not queue whole
-        # pieces at one peer (it doubles what a capped seeder sends); keep about one second
-        # of requests in flight.
-        "tick_interval": 50,
-        "whole_pieces_threshold": 0,
-        "request_queue_time": 1,
-        "max_allowed_in_request_queue": cfg.max_peer_requests,
-        "aio_threads": cfg.disk_threads,
-        "unchoke_slots_limit": cfg.unchoke_slots,
-        # libtorrent picks the first 4 pieces at random, ignoring piece priorities; that
-        # breaks the stripes of a wave (agent.stripes): each agent's 4 random pieces were
-        # also on another agent's stripe, and the origin sent both.
-        "initial_picker_threshold": 0,
-    }
-    settings.update(cfg.settings)
-    return settings
-
-
 class TorrentSession:
     """download / seed / move / remove / progress / stop, keyed by info-hash hex."""
 
     def __init__(self, cfg: TorrentConfig, *, trackers: list[str], user_agent: str = "kraken-p2p/0.1"):
         self.cfg = cfg
         self.trackers = list(trackers)
-        self._ses = lt.session(_settings(cfg, user_agent))
+        self._ses = lt.session(session_settings(cfg, user_agent))
         # libtorrent puts LAN and loopback peers in an unlimited "local" class; map every
         # address to the global class so configured caps hold on a LAN too.
         everyone = lt.ip_filter()
@@ -141,6 +90,8 @@ class TorrentSession:
         self._ses.set_peer_class_filter(everyone)
         self._torrents: dict[str, _Torrent] = {}
         self.counters = {"hash_failures": 0, "sent_payload_bytes": 0, "recv_payload_bytes": 0}
+        # Payload after which a fresh session goes back to the usual tick (0: it never left it).
+        self._ramp_bytes = RAMP_SECONDS * max(cfg.upload_rate_limit, cfg.download_rate_limit) if fresh_tick(cfg) else 0
         self._stopped = False
         self._nodelay_seen: set[str] = set()
         self._rfd, wfd = os.pipe()
@@ -429,6 +380,11 @@ class TorrentSession:
             values = alert.values
             self.counters["sent_payload_bytes"] = values.get("net.sent_payload_bytes", 0)
             self.counters["recv_payload_bytes"] = values.get("net.recv_payload_bytes", 0)
+            moved = self.counters["sent_payload_bytes"] + self.counters["recv_payload_bytes"]
+            if self._ramp_bytes and moved >= self._ramp_bytes:
+                self._ramp_bytes = 0
+                self._ses.apply_settings({"tick_interval": TICK_MS})
+                log.info("moved %d bytes under the rate cap: libtorrent ticks every %d ms from now", moved, TICK_MS)
         elif isinstance(alert, lt.torrent_finished_alert):
             t = self._entry(alert)
             if t is not None:

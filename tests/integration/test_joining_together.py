@@ -2,12 +2,12 @@
 
 When both first announces write themselves into the swarm before either reads it, each is
 handed the other, and were both to dial, libtorrent would drop both connections: each side
-keeps the connection the other side closes (the incoming one, as a duplicate of the
-tracker's entry with the same listen port), and then waits min_reconnect_time (60 s) before
-dialling again. Two agents starting one blob together then never exchanged a piece (7 of
-120 tries; tracker.handout now hands a peer only the peers that joined before it). On the
-code before that rule this test failed 3 of 6 runs. The tracker here is the real app in a thread; its store holds every read of the swarm
-until both peers have written, which is that race made certain."""
+closes the incoming one as a duplicate of the tracker's entry with the same listen port,
+and then waits min_reconnect_time (60 s) before dialling again. Two agents starting one
+blob together then never exchanged a piece (7 of 120 tries; tracker.handout now hands a
+peer only the peers that joined before it). On the code before that rule this test failed
+3 of 6 runs. The tracker here is the real app in a thread; its store holds every read of
+the swarm until both peers have written, which is that race made certain."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from tests.integration.badpeer import CorruptPeer
 from torrents import metainfo as mi
 from torrents.config import TorrentConfig
 from torrents.session import TorrentSession
+from torrents.settings import RAMP_SECONDS, TICK_MS
 from tracker.app import create_app
 from tracker.config import TrackerConfig
 from tracker.peerstore import MemoryPeerStore
@@ -65,6 +66,10 @@ def test_capped_download_reports_progress_and_is_not_a_stall(tracker_url, tmp_pa
                     seen.append(leecher.progress(meta.infohash_hex).done)
 
         watcher = gevent.spawn(watch)
+        # A fresh capped session ticks fast until it has moved RAMP_SECONDS of its cap
+        # (torrents.settings); an uncapped one never leaves the usual tick.
+        assert seeder._ses.get_settings()["tick_interval"] == TorrentConfig().fresh_tick_ms
+        assert leecher._ses.get_settings()["tick_interval"] == TICK_MS
         t0 = time.monotonic()
         leecher.download(meta, tmp_path / "dl", timeout=60, stall_timeout=1.5)
         elapsed = time.monotonic() - t0
@@ -77,6 +82,8 @@ def test_capped_download_reports_progress_and_is_not_a_stall(tracker_url, tmp_pa
         while seeder.counters["sent_payload_bytes"] < meta.length and time.monotonic() < deadline:
             gevent.sleep(0.1)
         assert seeder.counters["sent_payload_bytes"] >= meta.length
+        assert meta.length >= RAMP_SECONDS * cap
+        assert seeder._ses.get_settings()["tick_interval"] == TICK_MS
     finally:
         seeder.stop()
         leecher.stop()
