@@ -35,7 +35,7 @@ class TorrentConfig:
     disk_threads: int = 10
     # Peers uploaded to at once (libtorrent's unchoke_slots_limit, default 8; -1: all).
     unchoke_slots: int = 8
-    # libtorrent's tick (ms) while a capped session is fresh (torrents.session.RAMP_SECONDS);
+    # libtorrent's tick (ms) while a capped session is fresh (torrents.settings.RAMP_SECONDS);
     # 0 keeps the usual 50 ms throughout.
     fresh_tick_ms: int = 10
     # Raw libtorrent settings_pack overrides, for tuning without a code change.

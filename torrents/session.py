@@ -26,7 +26,7 @@ from common.concurrency import Signal, in_thread
 from common.errors import DownloadError, NotFound
 from torrents.config import TorrentConfig
 from torrents.metainfo import Metainfo
-from torrents.settings import RAMP_SECONDS, TICK_MS, fresh_tick, session_settings
+from torrents.settings import TICK_MS, ramp_bytes, session_settings
 from torrents.sockets import set_nodelay
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class TorrentSession:
         self._torrents: dict[str, _Torrent] = {}
         self.counters = {"hash_failures": 0, "sent_payload_bytes": 0, "recv_payload_bytes": 0}
         # Payload after which a fresh session goes back to the usual tick (0: it never left it).
-        self._ramp_bytes = RAMP_SECONDS * max(cfg.upload_rate_limit, cfg.download_rate_limit) if fresh_tick(cfg) else 0
+        self._ramp_bytes = ramp_bytes(cfg)
         self._stopped = False
         self._nodelay_seen: set[str] = set()
         self._rfd, wfd = os.pipe()

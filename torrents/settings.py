@@ -79,3 +79,9 @@ def fresh_tick(cfg: TorrentConfig) -> int:
     """The tick to start with, or 0 for the usual one from the start."""
     capped = cfg.upload_rate_limit > 0 or cfg.download_rate_limit > 0
     return cfg.fresh_tick_ms if capped and "tick_interval" not in cfg.settings else 0
+
+
+def ramp_bytes(cfg: TorrentConfig) -> int:
+    """Payload after which a session that started with the fresh tick goes back to TICK_MS
+    (0: it starts with TICK_MS)."""
+    return RAMP_SECONDS * max(cfg.upload_rate_limit, cfg.download_rate_limit) if fresh_tick(cfg) else 0

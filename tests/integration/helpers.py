@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 
 import requests
+from werkzeug.serving import make_server
 
 from common.devcluster import Cluster
 from common.digest import Digest
 from common.ring import HashRing
 from origin.client import ClusterClient
+from tracker.app import create_app
+from tracker.config import TrackerConfig
 
 
 def upload(cluster: Cluster, data: bytes, tmp_path, namespace: str = "test") -> Digest:
@@ -51,3 +56,21 @@ def put_tag(cluster: Cluster, tag: str, digest: Digest) -> None:
     from buildindex.client import BuildIndexClient
 
     BuildIndexClient(cluster.build_index).put_tag(tag, digest)
+
+
+class _NoOrigins:
+    def get_metainfo(self, namespace, digest):
+        raise AssertionError("not used")
+
+
+@contextlib.contextmanager
+def tracker_in_thread(peer_store):
+    """The tracker app served by Werkzeug in a thread of this process, on `peer_store`
+    (no metainfo cache, no origins); yields its announce URL."""
+    app = create_app(TrackerConfig(), peer_store=peer_store, metainfo_cache=None, origins=_NoOrigins())
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/announce"
+    finally:
+        server.shutdown()

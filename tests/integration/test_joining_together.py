@@ -16,13 +16,11 @@ import time
 
 import gevent
 import pytest
-from werkzeug.serving import make_server
 
-from tests.integration.test_session import _NoOrigins, make_blob
+from tests.integration.helpers import tracker_in_thread
+from tests.integration.test_session import make_blob
 from torrents.config import TorrentConfig
 from torrents.session import TorrentSession
-from tracker.app import create_app
-from tracker.config import TrackerConfig
 from tracker.peerstore import MemoryPeerStore
 
 
@@ -51,12 +49,8 @@ class TogetherStore(MemoryPeerStore):
 @pytest.fixture
 def together():
     store = TogetherStore(expected=2)
-    app = create_app(TrackerConfig(), peer_store=store, metainfo_cache=None, origins=_NoOrigins())
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield store, f"http://127.0.0.1:{server.server_port}/announce"
-    server.shutdown()
+    with tracker_in_thread(store) as url:
+        yield store, url
 
 
 def test_peers_announcing_at_the_same_instant_connect_to_each_other(together, tmp_path):

@@ -5,39 +5,27 @@ greenlets run on gevent's hub in this thread."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from urllib.parse import quote_from_bytes
 
 import gevent
 import pytest
-from werkzeug.serving import make_server
 
 from common.digest import Digest
 from common.errors import DownloadError
 from tests.integration.badpeer import CorruptPeer
+from tests.integration.helpers import tracker_in_thread
 from torrents import metainfo as mi
 from torrents.config import TorrentConfig
 from torrents.session import TorrentSession
 from torrents.settings import RAMP_SECONDS, TICK_MS
-from tracker.app import create_app
-from tracker.config import TrackerConfig
 from tracker.peerstore import MemoryPeerStore
-
-
-class _NoOrigins:
-    def get_metainfo(self, namespace, digest):
-        raise AssertionError("not used")
 
 
 @pytest.fixture
 def tracker_url():
-    app = create_app(TrackerConfig(), peer_store=MemoryPeerStore(ttl=60), metainfo_cache=None, origins=_NoOrigins())
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/announce"
-    server.shutdown()
+    with tracker_in_thread(MemoryPeerStore(ttl=60)) as url:
+        yield url
 
 
 def make_blob(directory, size):

@@ -1,13 +1,14 @@
 from torrents.config import TorrentConfig
-from torrents.settings import TICK_MS, fresh_tick, session_settings
+from torrents.settings import RAMP_SECONDS, TICK_MS, fresh_tick, ramp_bytes, session_settings
 
 
 def test_only_a_capped_session_starts_with_the_fresh_tick():
-    assert fresh_tick(TorrentConfig()) == 0
+    assert fresh_tick(TorrentConfig()) == 0 and ramp_bytes(TorrentConfig()) == 0
     assert session_settings(TorrentConfig(), "ua")["tick_interval"] == TICK_MS
     for capped in (TorrentConfig(upload_rate_limit=1 << 20), TorrentConfig(download_rate_limit=1 << 20)):
         assert fresh_tick(capped) == capped.fresh_tick_ms < TICK_MS
         assert session_settings(capped, "ua")["tick_interval"] == capped.fresh_tick_ms
+        assert ramp_bytes(capped) == RAMP_SECONDS << 20
 
 
 def test_an_explicit_tick_or_none_wins():
