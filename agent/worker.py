@@ -1,4 +1,4 @@
-"""The agent's gunicorn worker: gevent, plus one courtesy for docker.
+"""The agent's gunicorn worker: the components' own (common.worker), plus one courtesy for docker.
 
 docker (and containerd) first try TLS even against a registry configured as insecure, and
 fall back to plain HTTP when that fails. A ClientHello is not an HTTP request line: gunicorn
@@ -11,12 +11,13 @@ from __future__ import annotations
 import socket
 
 import gevent
-from gunicorn.workers.ggevent import GeventWorker
+
+from common.worker import Worker
 
 TLS_HANDSHAKE = 0x16
 
 
-class AgentWorker(GeventWorker):
+class AgentWorker(Worker):
     def handle(self, listener, client, addr):
         client.setblocking(1)
         first = None

@@ -1,7 +1,7 @@
 # Defaults for serving build-index; config `server.gunicorn` overrides any of them.
 # Tags live in Redis, so several workers can serve them; each keeps its own in-memory
 # replication queue for the tags it accepted.
-worker_class = "gevent"
+worker_class = "common.worker.Worker"  # gevent, with zero-copy file bodies
 workers = 2
 worker_connections = 1000
 # A docker-type PUT stats every blob of an image on the origins; give it time.

@@ -1,7 +1,7 @@
 # Defaults for serving an origin; config `server.gunicorn` overrides any of them.
 # ONE worker: the worker owns this host's libtorrent session (its listen port and its
 # seeds). gevent gives it concurrency; more workers would split the host into several peers.
-worker_class = "gevent"
+worker_class = "common.worker.Worker"  # gevent, with zero-copy file bodies
 workers = 1
 worker_connections = 2000
 timeout = 60

@@ -1,7 +1,7 @@
 # Defaults for serving the proxy; config `server.gunicorn` overrides any of them.
 # Upload state lives on local disk, not in the process, so several workers can share it;
 # each gevent worker streams many uploads and downloads at once.
-worker_class = "gevent"
+worker_class = "common.worker.Worker"  # gevent, with zero-copy file bodies
 workers = 2
 worker_connections = 1000
 # A gevent worker's timeout is its heartbeat, not a request's duration: long layer uploads

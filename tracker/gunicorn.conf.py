@@ -1,7 +1,7 @@
 # Defaults for serving the tracker; config `server.gunicorn` overrides any of them.
 # The tracker keeps no state in the process (peers live in Redis), so it can run several
 # workers; each gevent worker handles many concurrent announces.
-worker_class = "gevent"
+worker_class = "common.worker.Worker"  # gevent, with zero-copy file bodies
 workers = 2
 worker_connections = 2000
 timeout = 30
