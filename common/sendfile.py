@@ -24,7 +24,8 @@ from common.concurrency import in_thread
 # Bytes a single os.sendfile call may send. Larger calls run in gevent's thread pool: a
 # page that is not in memory would stall every greenlet while the disk reads it. Small
 # bodies (manifests, configs) are sent from the loop, where a pool hand-off would cost
-# more than the call.
+# more than the call, and so are growing files (`ready`): an agent's check read their bytes
+# back from disk just before it let them go out, so they are in memory.
 MAX_CALL = 8 << 20
 IN_LOOP_BYTES = 64 << 10
 
@@ -50,7 +51,7 @@ def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
         while pos < end:
             limit = min(end, ready(pos)) if ready is not None else end
             n = min(limit - pos, MAX_CALL)
-            if n <= IN_LOOP_BYTES:
+            if n <= IN_LOOP_BYTES or ready is not None:
                 sent = _send(self.fileno(), file_fd, pos, n)
             else:
                 sent = in_thread(_send, self.fileno(), file_fd, pos, n)
