@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,6 @@ import gevent.event
 
 from agent.config import DownloadConfig
 from agent.ondisk import OnDiskCheck
-from agent.streamfile import StreamFile
 from agent.stripes import stripe_priorities
 from common.concurrency import Signal, in_thread
 from common.digest import Digest
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 # has them, so each agent of a wave fetches them from it: one piece, not more (with 4, the
 # origin sent 1.12-1.14 copies of a 64 MiB blob to 10 agents, with none 1.09).
 HEAD_PIECES = 1
+# Most bytes a stream reads (and sends) in one go.
+STREAM_CHUNK = 4 << 20
 
 
 class DiskFull(DownloadError):
@@ -215,17 +217,42 @@ class Downloader:
             return {"state": "queued", "done": 0, "total": dl.meta.value.length}
         return {"state": "pending", "done": 0, "total": None}
 
-    def stream(self, dl: Download, start: int, end: int) -> StreamFile:
-        """Bytes [start, end) of a download as a file that grows as its pieces pass the
-        in-order check (agent.streamfile), once its first bytes may go out: the download's
-        error, should it fail before then, reaches the caller before any response header."""
+    def stream(self, dl: Download, start: int, end: int):
+        """Yields bytes [start, end) of a download as its pieces pass the in-order check."""
         meta: Metainfo = dl.meta.get()
         first, last = meta.piece_index(start), meta.piece_index(end - 1)
+        infohash = meta.infohash_hex
         dl.running.wait()  # queued behind other downloads until then
-        if not dl.done.ready() and self.session.has(meta.infohash_hex):
-            self.session.prioritize(meta.infohash_hex, range(first, min(first + HEAD_PIECES, last + 1)))
-        return StreamFile(dl, meta, start, end).open(dl.partial, self.store.path(dl.digest),
-                                                     opener=open_when_present)
+        if not dl.done.ready() and self.session.has(infohash):
+            self.session.prioritize(infohash, range(first, min(first + HEAD_PIECES, last + 1)))
+        # Everything before the last piece may go out once checked; the last piece only
+        # once the whole blob's sha256 has matched.
+        before_last = (meta.num_pieces - 1) * meta.piece_length
+        f = None
+        pos = start
+        try:
+            while pos < end:
+                index = pos // meta.piece_length
+                if index < meta.num_pieces - 1 and not dl.verified.ready():
+                    dl.wait_checked(index)
+                if dl.verified.ready() or index == meta.num_pieces - 1:
+                    dl.verified.get()  # raises if the download failed
+                    ready = end
+                else:
+                    ready = min(end, dl.checked * meta.piece_length, before_last)
+                if f is None:
+                    # The descriptor follows the file when it moves into the cache.
+                    f = open_when_present(dl.partial, self.store.path(dl.digest))
+                # Checked on disk already: read as is, as much as is ready at once.
+                n = min(ready - pos, STREAM_CHUNK)
+                data = in_thread(os.pread, f.fileno(), n, pos)
+                if len(data) != n:
+                    raise DownloadError(f"{dl.digest} is short on disk at byte {pos}")
+                pos += n
+                yield data
+        finally:
+            if f is not None:
+                f.close()
 
     def _metainfo(self, namespace: str, digest: Digest) -> tuple[Metainfo, int | None]:
         deadline = time.monotonic() + self.cfg.pending_timeout
