@@ -19,6 +19,16 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def host_cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of every CPU of this host since boot, from /proc/stat: the
+    share of busy ticks between two readings tells whether the cores were saturated."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is counted in user)
+    total = sum(fields[:8])
+    return total - fields[3] - fields[4], total
+
+
 def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
     """User + system CPU seconds of the live processes in each process group of `pgids` (a
     cluster process and its children: gunicorn's master and workers), from one pass over

@@ -35,7 +35,7 @@ from common.config import merge
 from common.devcluster import Cluster
 from common.digest import Digest
 from origin.client import OriginClient
-from tests.bench import MiB, exit_on_sigterm, group_cpu_seconds, netns
+from tests.bench import MiB, exit_on_sigterm, group_cpu_seconds, host_cpu_jiffies, netns
 from tests.bench.swarm_report import AgentResult, RunResult, plot, print_report, rate_label, speedup, summarize
 
 NAMESPACE = "bench"
@@ -228,6 +228,7 @@ def _run_cluster(mode: str, root: Path, blob: Path, digest: Digest, args: argpar
         groups = {a["server"]: cluster.procs[f"agent-{i}"].popen.pid for i, a in enumerate(cluster.agents)}
         groups["origin"] = cluster.procs["origin-0"].popen.pid
         cpu_before = group_cpu_seconds(groups.values())
+        host_before = host_cpu_jiffies()
         print(f"[{mode}] {args.agents} agents fetching {args.size:g} MiB at {rate_label(args)} "
               f"(deadline {args.budget:.0f} s) ...", flush=True)
         clients_cpu = time.process_time()
@@ -235,6 +236,7 @@ def _run_cluster(mode: str, root: Path, blob: Path, digest: Digest, args: argpar
                                   args.budget, namespaces)
         clients_cpu = time.process_time() - clients_cpu
         cpu_after = group_cpu_seconds(groups.values())
+        host_after = host_cpu_jiffies()
         cpu_used = {k: cpu_after[g] - cpu_before[g] for k, g in groups.items()}
         time.sleep(COUNTER_SETTLE)
         after = payload_bytes(origin)
@@ -244,7 +246,9 @@ def _run_cluster(mode: str, root: Path, blob: Path, digest: Digest, args: argpar
                 r.sent_bytes = payload_bytes(r.agent) - sent0
                 r.recv_bytes = payload_bytes(r.agent, "recv") - recv0
             r.cpu_seconds = cpu_used.get(r.agent)
-        run = RunResult(mode, results, after - before, wall, cpu_used["origin"], clients_cpu)
+        busy, total = (a - b for a, b in zip(host_after, host_before))
+        run = RunResult(mode, results, after - before, wall, cpu_used["origin"], clients_cpu,
+                        busy / total if total else None)
         for r in (r for r in results if r.error):
             print(f"[{mode}] agent {r.agent} failed: {r.error}", flush=True)
         print(f"[{mode}] done: {len(run.times)}/{args.agents} agents in {wall:.1f} s", flush=True)

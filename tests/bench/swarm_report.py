@@ -33,6 +33,7 @@ class RunResult:
     wall_seconds: float
     origin_cpu_seconds: float | None = None
     clients_cpu_seconds: float | None = None  # this process: the clients reading and hashing
+    host_cpu_busy: float | None = None  # share of every core's time busy (anything) during the fetch
 
     @property
     def times(self) -> list[float]:
@@ -61,6 +62,7 @@ def summarize(run: RunResult, args: argparse.Namespace) -> dict:
         # CPU seconds during the fetch (all hosts share this machine's cores).
         "origin_cpu_seconds": run.origin_cpu_seconds,
         "clients_cpu_seconds": run.clients_cpu_seconds,
+        "host_cpu_busy": run.host_cpu_busy,
         "agent_cpu_seconds_p50": statistics.median(cpu) if (cpu := [a.cpu_seconds for a in run.agents
                                                                      if a.cpu_seconds is not None]) else None,
     }
@@ -95,7 +97,8 @@ def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
     keys = ["min", "p50", "mean", "p99", "max"]
     rows = [["", "done"] + [f"{k} s" for k in keys]
             + ([f"frac {k}" for k in FRACTIONS] if args.rate > 0 else ["aggr MiB/s"])
-            + ["origin up/S", "agents up/S", "dup recv", "CPU-s agent p50", "CPU-s origin", "CPU-s clients"]]
+            + ["origin up/S", "agents up/S", "dup recv", "CPU-s agent p50", "CPU-s origin", "CPU-s clients",
+               "host CPU busy"]]
     for mode, s in summaries.items():
         row = [mode, f"{s['completed']}/{args.agents}"]
         sec = s.get("seconds")
@@ -109,6 +112,7 @@ def table(summaries: dict[str, dict], args: argparse.Namespace) -> str:
                 f"{s['recv_overhead'] * 100:.0f}%"]
         cpu_keys = ("agent_cpu_seconds_p50", "origin_cpu_seconds", "clients_cpu_seconds")
         row += [f"{s[k]:.1f}" if s.get(k) is not None else "-" for k in cpu_keys]
+        row += [f"{s['host_cpu_busy'] * 100:.0f}%" if s.get("host_cpu_busy") is not None else "-"]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -171,7 +175,8 @@ def print_report(summaries: dict[str, dict], gain: dict | None, args: argparse.N
     print("origin up/S, agents up/S = payload uploaded by the origin, by all agents, in blob copies;"
           " dup recv = received beyond N copies")
     print("CPU-s = CPU seconds used during the fetch by a host's processes (the median agent; the origin)"
-          " and by all clients together (reading and hashing the body, in this process)")
+          " and by all clients together (reading and hashing the body, in this process); host CPU busy ="
+          " the share of both cores' time spent on anything during the fetch (near 100 %: saturated)")
     print(table(summaries, args))
     if gain:
         print(f"speed-up of P2P over origin-only: p50 {gain['p50']:.2f}x, slowest {gain['slowest']:.2f}x")

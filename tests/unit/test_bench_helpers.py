@@ -1,5 +1,5 @@
 """Helpers the benchmarks report with: config overrides from the command line, CPU time per
-process group."""
+process group, the host's busy CPU ticks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.bench import group_cpu_seconds
+from tests.bench import group_cpu_seconds, host_cpu_jiffies
 from tests.bench.swarm import parse_args
 
 
@@ -63,3 +63,15 @@ def test_stat_fields_are_found_past_a_command_with_spaces_and_parentheses():
         proc.stdin.close()
         proc.wait(10)
     assert stat_fields(proc.pid) is None  # reaped
+
+
+def test_host_cpu_jiffies_count_a_busy_loop_as_busy():
+    busy0, total0 = host_cpu_jiffies()
+    tick = os.sysconf("SC_CLK_TCK")
+    spin = os.times().user + 0.3
+    while os.times().user < spin:  # 0.3 s of this process's own CPU
+        pass
+    busy1, total1 = host_cpu_jiffies()
+    assert 0 <= busy0 <= total0 and busy1 <= total1
+    # At least most of the spin shows as busy ticks (other processes may add more).
+    assert busy1 - busy0 >= 0.2 * tick
