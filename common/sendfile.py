@@ -30,12 +30,16 @@ MAX_CALL = 8 << 20
 IN_LOOP_BYTES = 64 << 10
 
 
-def _send(sock_fd: int, file_fd: int, pos: int, n: int) -> int:
-    """Bytes os.sendfile sent (0 when the socket's buffer is full, -1 at end of file)."""
+def _send(sock_fd: int, file_fd: int, pos: int, n: int) -> int | OSError:
+    """Bytes os.sendfile sent (0 when the socket's buffer is full, -1 at end of file), or
+    the error, for the caller to raise: gevent's pool prints an exception raised in a
+    thread as a crash, and a client hanging up mid-body is routine."""
     try:
         sent = os.sendfile(sock_fd, file_fd, pos, n)
     except BlockingIOError:
         return 0
+    except OSError as exc:
+        return exc
     return sent if sent else -1
 
 
@@ -53,6 +57,8 @@ def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
                 sent = _send(self.fileno(), file_fd, pos, n)
             else:
                 sent = in_thread(_send, self.fileno(), file_fd, pos, n)
+            if isinstance(sent, OSError):
+                raise sent
             if sent < 0:
                 raise EOFError(f"file ended at byte {pos} of {end}")
             if sent == 0:

@@ -80,3 +80,13 @@ def test_install_replaces_gevents_8k_loop():
         assert _socket3.socket.sendfile is sf.sendfile
     finally:
         _socket3.socket.sendfile = before
+
+
+def test_a_reader_hanging_up_is_an_error_for_the_sender_only(tmp_path, capsys):
+    _, f = blob(tmp_path, 8 * MiB)
+    a, b = gevent.socket.socketpair()
+    b.close()
+    with f, pytest.raises((BrokenPipeError, ConnectionResetError)):
+        sf.sendfile(a, f)
+    # Raised here, not printed as a crash by gevent's thread pool.
+    assert "failed with" not in capsys.readouterr().err
