@@ -22,6 +22,7 @@ import requests
 import yaml
 
 from common.config import merge
+from common.procstat import stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -328,12 +329,8 @@ def _group_stopped(pgid: int) -> bool:
     except OSError:
         return True
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the command's closing parenthesis: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] not in ("T", "t", "Z", "X"):
+        fields = stat_fields(pid)  # None: gone meanwhile
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in ("T", "t", "Z", "X"):
             return False
     return True
 

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Iterable
 
-from tests.proc import stat_fields
+from common.procstat import stat_fields
 
 MiB = 1 << 20
 

@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from common.devcluster import free_port
-from tests.proc import stat_fields
+from common.procstat import stat_fields
 
 # A proxy nothing listens on: port 9 (discard) on loopback.
 DEAD_PROXY = "http://127.0.0.1:9"

@@ -16,8 +16,8 @@ from pathlib import Path
 import requests
 
 from common.devcluster import free_port
+from common.procstat import stat_fields
 from tests.integration.helpers import upload, wait_for
-from tests.proc import stat_fields
 
 KRAKENCTL = [sys.executable, "-m", "common.cli"]
 # Standard clients must never reach past loopback: no proxies inherited from the caller.

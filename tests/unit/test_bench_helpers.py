@@ -48,7 +48,7 @@ def test_group_cpu_seconds_counts_every_live_process_of_the_group():
 
 
 def test_stat_fields_are_found_past_a_command_with_spaces_and_parentheses():
-    from tests.proc import stat_fields
+    from common.procstat import stat_fields
 
     name = "a) b (c"
     child = (f"import ctypes, sys\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)\n"

@@ -1,4 +1,4 @@
-"""/proc/<pid>/stat, for the tests and benchmarks that watch processes they started."""
+"""/proc/<pid>/stat, for the dev cluster, tests and benchmarks that watch processes they started."""
 
 from __future__ import annotations
 
