@@ -13,7 +13,7 @@ SYSTEM_PACKAGES := redis-server:redis-server aria2:aria2c iproute2:tc \
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm bench-bare bench-latency bench-registry lint clean
+.PHONY: help system-deps venv deps run test test-unit test-integration bench-swarm bench-bare bench-latency bench-registry bench-tracker lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ test-integration: deps ## Run the integration tests only
 
 bench-swarm: deps ## Swarm benchmark: 1 origin, N agents at a per-host cap (BENCH_ARGS="--agents 20 --rate 8 --size 256")
 	$(VENV)/bin/python -m tests.bench.swarm $(BENCH_ARGS)
+
+bench-tracker: deps ## Tracker CPU per announce by swarm size, against GET /health (BENCH_ARGS="--sizes 4,200,1000,5000,20000")
+	$(VENV)/bin/python -m tests.bench.tracker $(BENCH_ARGS)
 
 bench-registry: deps ## docker push/cold pull of a ~200 MiB image: proxy and agent vs docker-registry (BENCH_ARGS="--size 200")
 	tests/isolated.sh $(VENV)/bin/python -m tests.bench.registry $(BENCH_ARGS)

@@ -1,5 +1,7 @@
 """One contract, run against every PeerStore: the in-memory fake and real Redis."""
 
+from dataclasses import replace
+
 import pytest
 
 from tracker.peerstore import MemoryPeerStore, PeerInfo, RedisPeerStore
@@ -82,11 +84,65 @@ def test_peers_are_numbered_in_the_order_they_joined(store_and_clock):
     assert sorted((p.joined, p.ip) for p in store.peers(IH)) == [(2, "127.0.0.1"), (5, "127.0.0.2")]
 
 
-def test_redis_join_numbers_expire_with_the_swarm(redis_client):
+def test_redis_keys_expire_together_with_the_swarm(redis_client):
     store = RedisPeerStore(redis_client, ttl=30)
-    store.update(IH, peer(1))
-    assert 0 < redis_client.ttl(f"kraken:joins:{IH.hex()}") <= 31
-    assert redis_client.ttl(f"kraken:peers:{IH.hex()}") == redis_client.ttl(f"kraken:joins:{IH.hex()}")
+    store.update(IH, peer(1, complete=True, origin=True))
+    keys = store.keys(IH)
+    assert len(keys) == 6 and all(redis_client.exists(k) for k in keys)
+    assert {redis_client.ttl(k) for k in keys} <= {30, 31}
+
+
+def test_earlier_peers_are_all_those_that_joined_before(store_and_clock):
+    store, clock = store_and_clock
+    for n in range(1, 6):
+        store.update(IH, peer(n))
+    me = next(p for p in store.peers(IH) if p.ip == "127.0.0.4")
+    assert sorted((p.joined, p.ip) for p in store.earlier_peers(IH, me, 10)) == [
+        (1, "127.0.0.1"), (2, "127.0.0.2"), (3, "127.0.0.3")]
+    assert store.earlier_peers(IH, me, 3) != [] and len(store.earlier_peers(IH, me, 3)) == 3
+    first = next(p for p in store.peers(IH) if p.joined == 1)
+    assert store.earlier_peers(IH, first, 10) == []
+    # Stale peers are not handed out.
+    clock.now += 20
+    store.update(IH, peer(3))
+    clock.now += 15
+    assert [p.ip for p in store.earlier_peers(IH, replace(me, joined=99), 10)] == ["127.0.0.3"]
+    assert store.earlier_peers(b"\x02" * 20, me, 10) == []
+
+
+# Most of the swarm before the caller (Redis: ZRANDMEMBER), or a small part of it (Floyd).
+@pytest.mark.parametrize("before", [50, 25])
+def test_earlier_peers_sample_a_big_swarm_with_every_origin_in(store_and_clock, before):
+    store, _ = store_and_clock
+    for n in range(1, 61):
+        store.update(IH, peer(n, origin=n in (2, 20), complete=n in (2, 20)))
+    me = replace(peer(100), joined=before + 1)  # two of the peers before it are origins
+    seen: dict[str, int] = {}
+    for _ in range(10 * before):
+        got = store.earlier_peers(IH, me, 10)
+        ips = [p.ip for p in got]
+        assert len(set(ips)) == len(ips) and 10 <= len(ips) <= 12
+        assert {"127.0.0.2", "127.0.0.20"} <= set(ips)
+        assert all(p.joined <= before and p.joined == int(p.ip.rsplit(".", 1)[1]) for p in got)
+        for ip in ips:
+            seen[ip] = seen.get(ip, 0) + 1
+    # Uniform over the peers before it: each of the others is in a sample with p = 8/(before - 2)
+    # (80 expected hits in 400 or 500 draws); a bias such as always the first 10 fails at once.
+    assert set(seen) == {f"127.0.0.{n}" for n in range(1, before + 1)}
+    assert all(40 <= hits <= 130 for ip, hits in seen.items() if ip not in ("127.0.0.2", "127.0.0.20")), seen
+
+
+def test_counts_drop_stale_peers(store_and_clock):
+    store, clock = store_and_clock
+    store.update(IH, peer(1, complete=True))
+    store.update(IH, peer(2))
+    clock.now += 20
+    store.update(IH, peer(3))
+    clock.now += 15
+    c = store.counts(IH)
+    assert (c.complete, c.incomplete) == (0, 1)
+    store.update(IH, peer(3, complete=True))  # a leecher that finished is a seed
+    assert (store.counts(IH).complete, store.counts(IH).incomplete) == (1, 0)
 
 
 def test_slots_count_up_per_torrent_and_restart_after_idle(store_and_clock):

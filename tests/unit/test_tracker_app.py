@@ -85,6 +85,24 @@ def test_ipv6_peers_go_in_peers6(make_client):
     assert decode_compact(body[b"peers6"], v6=True) == [("::1", 6001)]
 
 
+def test_a_big_swarm_is_handed_out_from_a_sample_of_the_pool_size(make_client):
+    c = make_client(handout_pool=8)
+    for n in range(1, 41):
+        announce(c, bytes([n]) * 20, 6000 + n, source=f"127.0.0.{n}", left=0 if n == 3 else 100,
+                 origin=1 if n == 3 else 0)
+    handed = set()
+    for _ in range(30):
+        body = bencode.decode(announce(c, bytes([99]) * 20, 6099, source="127.0.0.99", numwant=5).data)
+        peers = decode_compact(body[b"peers"])
+        assert len(peers) == 5 and body[b"complete"] == 1 and body[b"incomplete"] == 40
+        # The origin is always in the pool, and completed peers and origins come first in a tier.
+        assert ("127.0.0.3", 6003) in peers
+        handed.update(peers)
+    assert len(handed) > 8  # a new sample each time, not a fixed subset of the swarm
+    body = bencode.decode(announce(c, bytes([99]) * 20, 6099, source="127.0.0.99", numwant=20).data)
+    assert len(decode_compact(body[b"peers"])) == 20  # a pool of at least numwant
+
+
 def test_stopped_removes_peer_and_completed_counts(make_client):
     c = make_client()
     announce(c, b"a" * 20, 6001, left=0, event="completed")

@@ -93,15 +93,15 @@ def announce():
     )
     if event == "stopped":
         store.remove(infohash, peer_id)
-        swarm, peers = store.peers(infohash), []
+        peers = []
     else:
         me = replace(me, joined=store.update(infohash, me))
         if event == "completed":
             store.mark_completed(infohash)
-        swarm = store.peers(infohash)
-        peers = handout.order(swarm, me, numwant, origins_only=cfg.origins_only)
-    # One read of the swarm serves both the handout and the counts.
-    counts = store.counts(infohash, swarm)
+        # A bounded pool, so an announce costs the same in a swarm of ten or of ten thousand.
+        pool = store.earlier_peers(infohash, me, max(cfg.handout_pool, numwant))
+        peers = handout.order(pool, me, numwant, origins_only=cfg.origins_only)
+    counts = store.counts(infohash)
     current_app.extensions["metrics_announces"].labels(event or "update").inc()
 
     body: dict = {
@@ -113,8 +113,10 @@ def announce():
     if compact:
         v4, v6 = bytearray(), bytearray()
         for p in peers:
-            addr = ipaddress.ip_address(p.ip)
-            (v4 if addr.version == 4 else v6).extend(addr.packed + p.port.to_bytes(2, "big"))
+            if ":" in p.ip:
+                v6 += socket.inet_pton(socket.AF_INET6, p.ip) + p.port.to_bytes(2, "big")
+            else:
+                v4 += socket.inet_aton(p.ip) + p.port.to_bytes(2, "big")
         body["peers"] = bytes(v4)
         if v6:
             body["peers6"] = bytes(v6)
