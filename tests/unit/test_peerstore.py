@@ -110,7 +110,7 @@ def test_earlier_peers_are_all_those_that_joined_before(store_and_clock):
     assert store.earlier_peers(b"\x02" * 20, me, 10) == []
 
 
-# Most of the swarm before the caller (Redis: ZRANDMEMBER), or a small part of it (Floyd).
+# Most of the swarm before the caller, or a small part of it.
 @pytest.mark.parametrize("before", [50, 25])
 def test_earlier_peers_sample_a_big_swarm_with_every_origin_in(store_and_clock, before):
     store, _ = store_and_clock
