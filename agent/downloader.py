@@ -31,7 +31,7 @@ from common.store import CAStore, fsync
 from torrents.metainfo import Metainfo
 from torrents.seeder import EMPTY, Seeder
 from torrents.session import TorrentSession
-from tracker.client import TrackerClient
+from tracker.client import ForDownload, TrackerClient
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ class Download:
     def __init__(self, namespace: str, digest: Digest, partial: Path, ticket: int):
         self.namespace = namespace
         self.slot: int | None = None  # place in the torrent's wave, from the tracker (agent.stripes)
+        self.seeds: list[tuple[str, int]] = []  # origins seeding it, from the tracker
         self.stripes = 0  # the wave's size as last set; 0 until peers show it
         self.sequential = False  # fetching pieces in order (alone so far)
         self.digest = digest
@@ -254,7 +255,7 @@ class Downloader:
             if f is not None:
                 f.close()
 
-    def _metainfo(self, namespace: str, digest: Digest) -> tuple[Metainfo, int | None]:
+    def _metainfo(self, namespace: str, digest: Digest) -> ForDownload:
         deadline = time.monotonic() + self.cfg.pending_timeout
         delay = 0.2
         while True:
@@ -271,7 +272,7 @@ class Downloader:
         digest = dl.digest
         try:
             try:
-                meta, dl.slot = self._metainfo(dl.namespace, digest)
+                meta, dl.slot, dl.seeds = self._metainfo(dl.namespace, digest)
                 self._check_space(dl, meta)
             except BaseException as exc:
                 dl.meta.set_exception(exc)
@@ -326,7 +327,7 @@ class Downloader:
             # A file left by an agent that stopped mid-download may hold other bytes than
             # libtorrent verifies now: then every piece is checked against its SHA-1.
             fresh = not dl.partial.exists()
-            self.session.start(meta, self.store.download_dir, priorities, sequential=dl.sequential)
+            self.session.start(meta, self.store.download_dir, priorities, sequential=dl.sequential, peers=dl.seeds)
             # The clock starts once the download may run, not while it waited its turn.
             deadline = time.monotonic() + self.cfg.timeout
             dl.running.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import quote
 
 import requests
@@ -12,6 +13,26 @@ from common.ring import HealthTracker
 from torrents.metainfo import Metainfo, MetainfoError
 
 SLOT_HEADER = "X-Kraken-Piece-Slot"
+# The origins seeding the blob, "ip:port" comma-separated ("[ip]:port" for IPv6): an agent
+# dials them as it starts, without waiting for its first announce's reply.
+SEEDS_HEADER = "X-Kraken-Seeds"
+
+
+class ForDownload(NamedTuple):
+    meta: Metainfo
+    slot: int | None  # this download's place in the torrent's wave (agent.stripes)
+    seeds: list[tuple[str, int]]  # origins seeding it, as the tracker knew them
+
+
+def parse_seeds(raw: str) -> list[tuple[str, int]]:
+    """The SEEDS_HEADER value; what does not parse is left out."""
+    seeds = []
+    for item in raw.split(","):
+        host, _, port = item.strip().rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            seeds.append((host, int(port)))
+    return seeds
 
 
 class TrackerClient:
@@ -55,18 +76,19 @@ class TrackerClient:
     def get_metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         """Raises NotFound (no origin has it), Pending (an origin is fetching it) or
         Unavailable (no tracker answered)."""
-        return self.metainfo_for_download(namespace, digest, slot=False)[0]
+        return self.metainfo_for_download(namespace, digest, slot=False, seeds=False).meta
 
-    def metainfo_for_download(
-        self, namespace: str, digest: Digest, *, slot: bool = True
-    ) -> tuple[Metainfo, int | None]:
-        """The metainfo and, with `slot`, this download's place in the torrent's wave
-        (None from a tracker that gives none). Raises as get_metainfo."""
+    def metainfo_for_download(self, namespace: str, digest: Digest, *, slot: bool = True,
+                              seeds: bool = True) -> ForDownload:
+        """The metainfo, with `slot` this download's place in the torrent's wave (None from
+        a tracker that gives none), with `seeds` the origins seeding it (empty if the
+        tracker knows none). Raises as get_metainfo."""
         errors = []
+        params = {k: "1" for k, wanted in (("slot", slot), ("seeds", seeds)) if wanted}
         for addr in self._ordered():
             url = f"http://{addr}/namespace/{quote(namespace, safe='')}/blobs/{digest}/metainfo"
             try:
-                resp = self.http.get(url, params={"slot": "1"} if slot else None, timeout=self.timeout)
+                resp = self.http.get(url, params=params or None, timeout=self.timeout)
             except requests.RequestException as exc:
                 self.health.failed(addr)
                 errors.append(f"{addr}: {exc}")
@@ -82,7 +104,8 @@ class TrackerClient:
                     errors.append(f"{addr}: {exc}")
                     continue
                 raw = resp.headers.get(SLOT_HEADER, "")
-                return meta, int(raw) if raw.isdigit() else None
+                return ForDownload(meta, int(raw) if raw.isdigit() else None,
+                                   parse_seeds(resp.headers.get(SEEDS_HEADER, "")))
             if resp.status_code == 404:
                 raise NotFound(f"blob {digest} not found")
             if resp.status_code == 202:

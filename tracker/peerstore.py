@@ -74,6 +74,10 @@ class PeerStore(ABC):
         every such origin added. Its cost grows with `limit`, not with the swarm."""
 
     @abstractmethod
+    def seeding_origins(self, infohash: bytes, limit: int) -> list[PeerInfo]:
+        """Up to `limit` live origins that announced the torrent complete."""
+
+    @abstractmethod
     def counts(self, infohash: bytes) -> SwarmCounts:
         """Seeders, leechers (live peers) and finished downloads, without reading the swarm."""
 
@@ -143,6 +147,10 @@ class MemoryPeerStore(PeerStore):
             picked = self._rng.sample(earlier, limit)
         chosen = {p.peer_id for p in picked}
         return picked + [p for p in earlier if p.origin and p.peer_id not in chosen]
+
+    def seeding_origins(self, infohash, limit):
+        with self._lock:
+            return [p for p, _ in self._live(infohash).values() if p.origin and p.complete][:limit]
 
     def counts(self, infohash):
         with self._lock:
@@ -248,6 +256,13 @@ end
 return out
 """
 
+# ARGV: cutoff, limit. Returns the peers' JSON.
+_SEEDING_ORIGINS = _PRUNE + """
+local ids = redis.call('SINTER', KEYS[5], KEYS[6])
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(ids, 1, math.min(#ids, tonumber(ARGV[2]))))
+"""
+
 # ARGV: cutoff. Returns live peers, seeds.
 _COUNT = _PRUNE + """
 return {redis.call('ZCARD', KEYS[4]), redis.call('SCARD', KEYS[5])}
@@ -269,6 +284,7 @@ class RedisPeerStore(PeerStore):
         self._update = redis.register_script(_UPDATE)
         self._earlier = redis.register_script(_EARLIER)
         self._count = redis.register_script(_COUNT)
+        self._seeding_origins = redis.register_script(_SEEDING_ORIGINS)
 
     def keys(self, infohash: bytes) -> list[str]:
         return [f"{self.prefix}{kind}:{infohash.hex()}" for kind in self.KINDS]
@@ -310,6 +326,10 @@ class RedisPeerStore(PeerStore):
     def earlier_peers(self, infohash, me, limit):
         args = [self._cutoff(), me.joined, limit, random.randrange(1 << 31)]
         return [self._decode(x) for x in self._earlier(keys=self.keys(infohash), args=args)]
+
+    def seeding_origins(self, infohash, limit):
+        raws = self._seeding_origins(keys=self.keys(infohash), args=[self._cutoff(), limit])
+        return [PeerInfo.from_json(raw) for raw in raws if raw is not None]
 
     def counts(self, infohash):
         with self.r.pipeline(transaction=False) as p:

@@ -132,6 +132,21 @@ def test_earlier_peers_sample_a_big_swarm_with_every_origin_in(store_and_clock, 
     assert all(40 <= hits <= 130 for ip, hits in seen.items() if ip not in ("127.0.0.2", "127.0.0.20")), seen
 
 
+def test_seeding_origins_are_live_complete_origins(store_and_clock):
+    store, clock = store_and_clock
+    store.update(IH, peer(1, origin=True, complete=True))
+    store.update(IH, peer(2, origin=True))  # an origin still fetching the blob
+    store.update(IH, peer(3, complete=True))  # an agent seeding
+    store.update(IH, peer(4, origin=True, complete=True))
+    assert sorted(p.ip for p in store.seeding_origins(IH, 8)) == ["127.0.0.1", "127.0.0.4"]
+    assert len(store.seeding_origins(IH, 1)) == 1
+    assert store.seeding_origins(b"\x02" * 20, 8) == []
+    clock.now += 20
+    store.update(IH, peer(4, origin=True, complete=True))
+    clock.now += 15
+    assert [p.ip for p in store.seeding_origins(IH, 8)] == ["127.0.0.4"]
+
+
 def test_counts_drop_stale_peers(store_and_clock):
     store, clock = store_and_clock
     store.update(IH, peer(1, complete=True))

@@ -190,6 +190,35 @@ def test_origin_can_warm_the_metainfo_cache_but_only_with_a_matching_torrent(mak
     assert origins.calls == 0  # served from the warmed cache
 
 
+def test_metainfo_names_the_seeding_origins_when_asked(make_client, tmp_path):
+    from torrents.metainfo import build
+    from tracker.client import SEEDS_HEADER, parse_seeds
+
+    (tmp_path / "b").write_bytes(b"blob" * 1000)
+    d = Digest.of_file(tmp_path / "b")
+    meta = build(tmp_path / "b", d)
+    c = make_client(FakeOrigins({d: meta.torrent()}))
+    url = f"/namespace/ns/blobs/{d}/metainfo"
+    assert c.get(url, query_string={"seeds": "1"}).headers[SEEDS_HEADER] == ""
+    for n, (source, origin, left) in enumerate([("127.0.0.5", 1, 0), ("::1", 1, 0), ("127.0.0.6", 0, 0),
+                                                ("127.0.0.7", 1, 10)]):
+        q = (f"info_hash={quote_from_bytes(meta.infohash)}&peer_id={quote_from_bytes(bytes([n]) * 20)}"
+             f"&port={6000 + n}&left={left}&origin={origin}")
+        assert c.get(f"/announce?{q}", environ_base={"REMOTE_ADDR": source}).status_code == 200
+    raw = c.get(url, query_string={"seeds": "1"}).headers[SEEDS_HEADER]
+    # Origins with the whole blob only; an agent seeding it is found through announces.
+    assert sorted(parse_seeds(raw)) == [("127.0.0.5", 6000), ("::1", 6001)] and "[::1]:6001" in raw
+    assert SEEDS_HEADER not in c.get(url).headers
+
+
+def test_seeds_header_parsing_skips_what_does_not_parse():
+    from tracker.client import parse_seeds
+
+    assert parse_seeds("") == []
+    assert parse_seeds("10.0.0.1:80, [fe80::1]:6881,junk,1.2.3.4:0,1.2.3.4:70000,:5") == [
+        ("10.0.0.1", 80), ("fe80::1", 6881)]
+
+
 def test_metainfo_hands_out_slots_only_when_asked(make_client, tmp_path):
     from torrents.metainfo import build
     from tracker.client import SLOT_HEADER

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, request
 from common.errors import KrakenError
 from common.httputil import parse_digest, register_status
 from torrents.metainfo import Metainfo, MetainfoError
-from tracker.client import SLOT_HEADER
+from tracker.client import SEEDS_HEADER, SLOT_HEADER
 
 register_status(MetainfoError, 400)
 
@@ -46,7 +46,19 @@ def metainfo(namespace: str, digest: str):
             resp.headers[SLOT_HEADER] = str(current_app.extensions["peer_store"].next_slot(meta.infohash))
         except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not fail the metainfo
             log.warning("no download slot for %s: %s", d, exc)
+    if request.args.get("seeds") == "1":
+        # Best effort too: without it the agent finds the origins through its announce.
+        try:
+            seeds = current_app.extensions["peer_store"].seeding_origins(meta.infohash, MAX_SEEDS)
+            resp.headers[SEEDS_HEADER] = ",".join(f"[{p.ip}]:{p.port}" if ":" in p.ip else f"{p.ip}:{p.port}"
+                                                  for p in seeds)
+        except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not fail the metainfo
+            log.warning("no seeds for %s: %s", d, exc)
     return resp
+
+
+# Origins named to an agent with a blob's metainfo (a blob lives on `replicas` of them).
+MAX_SEEDS = 8
 
 
 # Digest -> when its origins were last nudged, per worker.
