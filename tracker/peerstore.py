@@ -9,6 +9,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class SwarmCounts:
     complete: int
     incomplete: int
     downloaded: int
+
+
+class Announced(NamedTuple):
+    joined: int  # the announcing peer's
+    earlier: list[PeerInfo]  # as PeerStore.earlier_peers
+    counts: SwarmCounts
 
 
 class PeerStore(ABC):
@@ -85,6 +92,15 @@ class PeerStore(ABC):
     def mark_completed(self, infohash: bytes) -> None:
         """Counts a finished download (scrape's `downloaded`)."""
 
+    def announce(self, infohash: bytes, peer: PeerInfo, limit: int, *, completed: bool = False) -> Announced:
+        """Records an announce (update; `completed`: a finished download, mark_completed)
+        and reads what its answer needs: earlier_peers and counts."""
+        joined = self.update(infohash, peer)
+        if completed:
+            self.mark_completed(infohash)
+        return Announced(joined, self.earlier_peers(infohash, replace(peer, joined=joined), limit),
+                         self.counts(infohash))
+
     @abstractmethod
     def ping(self) -> None:
         """Raises if the store cannot answer."""
@@ -102,14 +118,13 @@ SLOT_TTL = 3600
 
 
 class MemoryPeerStore(PeerStore):
-    def __init__(self, ttl: float, clock=time.time, rng: random.Random | None = None):
+    def __init__(self, ttl: float, clock=time.time):
         super().__init__(ttl, clock)
         self._swarms: dict[bytes, dict[bytes, tuple[PeerInfo, float]]] = {}
         self._joins: dict[bytes, int] = {}  # infohash -> peers numbered so far
         self._downloaded: dict[bytes, int] = {}
         self._slots: dict[bytes, tuple[int, float]] = {}  # infohash -> (next slot, last used)
         self._lock = threading.Lock()
-        self._rng = rng or random.Random()
 
     def _live(self, infohash: bytes) -> dict[bytes, tuple[PeerInfo, float]]:
         """The torrent's swarm with stale peers dropped; call with the lock held."""
@@ -144,7 +159,7 @@ class MemoryPeerStore(PeerStore):
             earlier = [p for p, _ in self._live(infohash).values() if p.joined < me.joined]
             if len(earlier) <= limit:
                 return earlier
-            picked = self._rng.sample(earlier, limit)
+            picked = random.sample(earlier, limit)
         chosen = {p.peer_id for p in picked}
         return picked + [p for p in earlier if p.origin and p.peer_id not in chosen]
 
@@ -183,88 +198,113 @@ class MemoryPeerStore(PeerStore):
 #   5 seeds      set     peer ids that announced as complete
 #   6 origins    set     peer ids of origins
 # all expiring together ttl after the last announce. Each script first drops the peers not
-# heard from since the cutoff (ARGV[1]), found through `seen` in O(log N + stale), so no
-# read walks the swarm.
-_PRUNE = """
-local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[1])
-for i = 1, #stale, 500 do
-  local batch = {unpack(stale, i, math.min(i + 499, #stale))}
-  redis.call('HDEL', KEYS[1], unpack(batch))
-  for k = 3, 4 do redis.call('ZREM', KEYS[k], unpack(batch)) end
-  for k = 5, 6 do redis.call('SREM', KEYS[k], unpack(batch)) end
+# heard from since the cutoff (ARGV[1]), found through `seen` in O(log N + stale) (prune),
+# so no read walks the swarm.
+_FUNCTIONS = """
+local function prune(cutoff)
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff)
+  for i = 1, #stale, 500 do
+    local batch = {unpack(stale, i, math.min(i + 499, #stale))}
+    redis.call('HDEL', KEYS[1], unpack(batch))
+    for k = 3, 4 do redis.call('ZREM', KEYS[k], unpack(batch)) end
+    for k = 5, 6 do redis.call('SREM', KEYS[k], unpack(batch)) end
+  end
+end
+
+-- Atomic within a script, so numbers follow the order of the writes (PeerStore.update).
+local function update(pid, json, now, ttl, complete, origin)
+  local joined = redis.call('ZSCORE', KEYS[3], pid)
+  if not joined then
+    joined = redis.call('INCR', KEYS[2])
+    redis.call('ZADD', KEYS[3], joined, pid)
+  end
+  redis.call('HSET', KEYS[1], pid, json)
+  redis.call('ZADD', KEYS[4], now, pid)
+  redis.call(complete == '1' and 'SADD' or 'SREM', KEYS[5], pid)
+  redis.call(origin == '1' and 'SADD' or 'SREM', KEYS[6], pid)
+  for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ttl) end
+  return tonumber(joined)
+end
+
+-- "<joined> <peer JSON>" for each peer that joined before `joined` (one string each:
+-- redis-py parses replies in Python, element by element): all of them up to `limit`, else
+-- distinct ranks below the caller's picked by Floyd's algorithm, each looked up in
+-- O(log N); then every such origin. (ZRANDMEMBER was cheaper by a third but not uniform:
+-- drawing 10 of 50 peers 20,000 times, some came 3,100 times and others 5,000.)
+local function earlier(joined, limit, seed)
+  local n = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. joined)
+  local picked = {}
+  if n == 0 then
+    return {}  -- (ZRANGE 0 -1 would be the whole set)
+  elseif n <= limit then
+    picked = redis.call('ZRANGE', KEYS[3], 0, n - 1, 'WITHSCORES')
+  else
+    math.randomseed(seed)
+    local chosen = {}
+    for j = n - limit + 1, n do
+      local t = math.random(j)
+      if chosen[t] then t = j end
+      chosen[t] = true
+      local e = redis.call('ZRANGE', KEYS[3], t - 1, t - 1, 'WITHSCORES')
+      picked[#picked + 1] = e[1]
+      picked[#picked + 1] = e[2]
+    end
+  end
+  local have = {}
+  for i = 1, #picked, 2 do have[picked[i]] = true end
+  for _, g in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+    local s = redis.call('ZSCORE', KEYS[3], g)
+    if not have[g] and s and tonumber(s) < joined then
+      picked[#picked + 1] = g
+      picked[#picked + 1] = s
+    end
+  end
+  local ids = {}
+  for i = 1, #picked, 2 do ids[#ids + 1] = picked[i] end
+  local raws = redis.call('HMGET', KEYS[1], unpack(ids))
+  local out = {}
+  for i, raw in ipairs(raws) do
+    if raw then out[#out + 1] = picked[2 * i] .. ' ' .. raw end
+  end
+  return out
 end
 """
 
-# ARGV: cutoff, peer id, peer JSON, now, ttl, complete (0/1), origin (0/1). Atomic, so
-# numbers follow the order of the writes (see PeerStore.update).
-_UPDATE = _PRUNE + """
-local joined = redis.call('ZSCORE', KEYS[3], ARGV[2])
-if not joined then
-  joined = redis.call('INCR', KEYS[2])
-  redis.call('ZADD', KEYS[3], joined, ARGV[2])
-end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-redis.call(ARGV[6] == '1' and 'SADD' or 'SREM', KEYS[5], ARGV[2])
-redis.call(ARGV[7] == '1' and 'SADD' or 'SREM', KEYS[6], ARGV[2])
-for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ARGV[5]) end
-return tonumber(joined)
+# ARGV: cutoff, peer id, peer JSON, now, ttl, complete (0/1), origin (0/1).
+_UPDATE = _FUNCTIONS + """
+prune(ARGV[1])
+return update(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 
-# ARGV: cutoff, the caller's `joined`, limit, seed. Returns "<joined> <peer JSON>" for each
-# peer (one string each: redis-py parses replies in Python, element by element). A sample
-# picks distinct ranks below the caller's with Floyd's algorithm, each looked up in
-# O(log N). (ZRANDMEMBER was cheaper by a third but not uniform: drawing 10 of 50 peers
-# 20,000 times, some came 3,100 times and others 5,000, around Redis's hash buckets.)
-_EARLIER = _PRUNE + """
-local joined = tonumber(ARGV[2])
-local n = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. ARGV[2])
-local limit = tonumber(ARGV[3])
-local picked = {}
-if n == 0 then
-  return {}  -- (ZRANGE 0 -1 would be the whole set)
-elseif n <= limit then
-  picked = redis.call('ZRANGE', KEYS[3], 0, n - 1, 'WITHSCORES')
-else
-  math.randomseed(tonumber(ARGV[4]))
-  local chosen = {}
-  for j = n - limit + 1, n do
-    local t = math.random(j)
-    if chosen[t] then t = j end
-    chosen[t] = true
-    local e = redis.call('ZRANGE', KEYS[3], t - 1, t - 1, 'WITHSCORES')
-    picked[#picked + 1] = e[1]
-    picked[#picked + 1] = e[2]
-  end
-end
-local have = {}
-for i = 1, #picked, 2 do have[picked[i]] = true end
-for _, g in ipairs(redis.call('SMEMBERS', KEYS[6])) do
-  local s = redis.call('ZSCORE', KEYS[3], g)
-  if not have[g] and s and tonumber(s) < joined then
-    picked[#picked + 1] = g
-    picked[#picked + 1] = s
-  end
-end
-local ids = {}
-for i = 1, #picked, 2 do ids[#ids + 1] = picked[i] end
-local raws = redis.call('HMGET', KEYS[1], unpack(ids))
-local out = {}
-for i, raw in ipairs(raws) do
-  if raw then out[#out + 1] = picked[2 * i] .. ' ' .. raw end
-end
-return out
+# ARGV: cutoff, the caller's `joined`, limit, seed.
+_EARLIER = _FUNCTIONS + """
+prune(ARGV[1])
+return earlier(tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+"""
+
+# KEYS 1-6 and the downloads counter; ARGV as _UPDATE's, then a finished download (0/1),
+# limit, seed. An announce's whole answer in one round trip: joined, earlier peers, live
+# peers, seeds, downloads.
+_ANNOUNCE = _FUNCTIONS + """
+prune(ARGV[1])
+local joined = update(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+if ARGV[8] == '1' then redis.call('INCR', KEYS[7]) end
+local pool = earlier(joined, tonumber(ARGV[9]), tonumber(ARGV[10]))
+return {joined, pool, redis.call('ZCARD', KEYS[4]), redis.call('SCARD', KEYS[5]),
+        tonumber(redis.call('GET', KEYS[7]) or 0)}
 """
 
 # ARGV: cutoff, limit. Returns the peers' JSON.
-_SEEDING_ORIGINS = _PRUNE + """
+_SEEDING_ORIGINS = _FUNCTIONS + """
+prune(ARGV[1])
 local ids = redis.call('SINTER', KEYS[5], KEYS[6])
 if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[1], unpack(ids, 1, math.min(#ids, tonumber(ARGV[2]))))
 """
 
 # ARGV: cutoff. Returns live peers, seeds.
-_COUNT = _PRUNE + """
+_COUNT = _FUNCTIONS + """
+prune(ARGV[1])
 return {redis.call('ZCARD', KEYS[4]), redis.call('SCARD', KEYS[5])}
 """
 
@@ -284,6 +324,7 @@ class RedisPeerStore(PeerStore):
         self._update = redis.register_script(_UPDATE)
         self._earlier = redis.register_script(_EARLIER)
         self._count = redis.register_script(_COUNT)
+        self._announce = redis.register_script(_ANNOUNCE)
         self._seeding_origins = redis.register_script(_SEEDING_ORIGINS)
 
     def keys(self, infohash: bytes) -> list[str]:
@@ -292,11 +333,24 @@ class RedisPeerStore(PeerStore):
     def _cutoff(self) -> str:
         return repr(self.clock() - self.ttl)
 
-    def update(self, infohash, peer):
+    def _update_args(self, peer: PeerInfo) -> list:
         now = self.clock()
-        args = [repr(now - self.ttl), peer.peer_id.hex(), peer.to_json(), repr(now), int(self.ttl) + 1,
+        return [repr(now - self.ttl), peer.peer_id.hex(), peer.to_json(), repr(now), int(self.ttl) + 1,
                 int(peer.complete), int(peer.origin)]
-        return int(self._update(keys=self.keys(infohash), args=args))
+
+    def _downloaded_key(self, infohash: bytes) -> str:
+        return f"{self.prefix}downloaded:{infohash.hex()}"
+
+    def update(self, infohash, peer):
+        return int(self._update(keys=self.keys(infohash), args=self._update_args(peer)))
+
+    def announce(self, infohash, peer, limit, *, completed=False):
+        """The same in one round trip (one script)."""
+        args = [*self._update_args(peer), int(completed), limit, random.randrange(1 << 31)]
+        joined, pool, live, seeds, downloaded = self._announce(
+            keys=[*self.keys(infohash), self._downloaded_key(infohash)], args=args)
+        return Announced(int(joined), [self._decode(x) for x in pool],
+                         SwarmCounts(int(seeds), int(live) - int(seeds), int(downloaded)))
 
     def remove(self, infohash, peer_id):
         field = peer_id.hex()
@@ -334,12 +388,12 @@ class RedisPeerStore(PeerStore):
     def counts(self, infohash):
         with self.r.pipeline(transaction=False) as p:
             self._count(keys=self.keys(infohash), args=[self._cutoff()], client=p)
-            p.get(f"{self.prefix}downloaded:{infohash.hex()}")
+            p.get(self._downloaded_key(infohash))
             (live, seeds), downloaded = p.execute()
         return SwarmCounts(int(seeds), int(live) - int(seeds), int(downloaded or 0))
 
     def mark_completed(self, infohash):
-        self.r.incr(f"{self.prefix}downloaded:{infohash.hex()}")
+        self.r.incr(self._downloaded_key(infohash))
 
     def ping(self):
         self.r.ping()

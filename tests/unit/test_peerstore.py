@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from tracker.peerstore import MemoryPeerStore, PeerInfo, RedisPeerStore
+from tracker.peerstore import MemoryPeerStore, PeerInfo, RedisPeerStore, SwarmCounts
 
 IH = b"\x01" * 20
 
@@ -145,6 +145,21 @@ def test_seeding_origins_are_live_complete_origins(store_and_clock):
     store.update(IH, peer(4, origin=True, complete=True))
     clock.now += 15
     assert [p.ip for p in store.seeding_origins(IH, 8)] == ["127.0.0.4"]
+
+
+def test_announce_records_and_answers_at_once(store_and_clock):
+    store, _ = store_and_clock
+    first = store.announce(IH, peer(1, origin=True, complete=True), 10)
+    assert first.joined == 1 and first.earlier == [] and (first.counts.complete, first.counts.incomplete) == (1, 0)
+    for n in range(2, 6):
+        store.announce(IH, peer(n), 10)
+    again = store.announce(IH, peer(3, complete=True), 10, completed=True)
+    assert again.joined == 3 and sorted(p.ip for p in again.earlier) == ["127.0.0.1", "127.0.0.2"]
+    assert again.counts == SwarmCounts(complete=2, incomplete=3, downloaded=1)
+    # A sampled pool, as earlier_peers, with the origin in.
+    late = store.announce(IH, peer(6), 2)
+    assert len(late.earlier) in (2, 3) and "127.0.0.1" in {p.ip for p in late.earlier}
+    assert store.counts(IH) == SwarmCounts(complete=2, incomplete=4, downloaded=1)
 
 
 def test_counts_drop_stale_peers(store_and_clock):

@@ -93,15 +93,12 @@ def announce():
     )
     if event == "stopped":
         store.remove(infohash, peer_id)
-        peers = []
+        peers, counts = [], store.counts(infohash)
     else:
-        me = replace(me, joined=store.update(infohash, me))
-        if event == "completed":
-            store.mark_completed(infohash)
         # A bounded pool, so an announce costs the same in a swarm of ten or of ten thousand.
-        pool = store.earlier_peers(infohash, me, max(cfg.handout_pool, numwant))
-        peers = handout.order(pool, me, numwant, origins_only=cfg.origins_only)
-    counts = store.counts(infohash)
+        joined, pool, counts = store.announce(infohash, me, max(cfg.handout_pool, numwant),
+                                              completed=event == "completed")
+        peers = handout.order(pool, replace(me, joined=joined), numwant, origins_only=cfg.origins_only)
     current_app.extensions["metrics_announces"].labels(event or "update").inc()
 
     body: dict = {
