@@ -28,7 +28,6 @@ def metainfo(namespace: str, digest: str):
     if info is not None:
         meta = Metainfo(info)
         current_app.extensions["metrics_metainfo"].labels("hit").inc()
-        _nudge_origins(namespace, d)
     else:
         # Raises NotFound (404), Pending (202) or Unavailable (503), which the error
         # handler turns into those statuses.
@@ -54,6 +53,11 @@ def metainfo(namespace: str, digest: str):
                                                   for p in seeds)
         except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not fail the metainfo
             log.warning("no seeds for %s: %s", d, exc)
+    if info is not None:
+        # Last: the nudge's greenlet runs at this worker's next wait on I/O, which was the
+        # slot's or the seeds' Redis call, putting its requests to the origins ahead of
+        # this answer. Now it runs once the answer is on its way.
+        _nudge_origins(namespace, d)
     return resp
 
 
