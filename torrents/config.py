@@ -33,6 +33,11 @@ class TorrentConfig:
     # with 4; an unlimited 20-agent swarm on two cores delivered 8-20 % more with 2 (fewer
     # thread wake-ups). Origins use 1 (OriginTorrentConfig).
     disk_threads: int = 10
+    # Read every block a peer asked for from disk at once, when this session has no upload
+    # cap (libtorrent's send_buffer_low_watermark, in bytes; 0: its default of 10 KiB,
+    # which reads a fresh connection's next block only once the one before is nearly
+    # sent). Origins do: see OriginTorrentConfig.
+    read_ahead_bytes: int = 0
     # Peers uploaded to at once (libtorrent's unchoke_slots_limit, default 8; -1: all).
     unchoke_slots: int = 8
     # libtorrent's tick (ms) while a capped session is fresh (torrents.settings.RAMP_SECONDS);

@@ -58,6 +58,12 @@ def session_settings(cfg: TorrentConfig, user_agent: str) -> dict:
         # also on another agent's stripe, and the origin sent both.
         "initial_picker_threshold": 0,
     }
+    if cfg.read_ahead_bytes and not cfg.upload_rate_limit:
+        # By default a peer's next blocks are read only while less than 10 KiB waits to be
+        # sent to it (more once its upload rate is known). Under a cap blocks wait for
+        # quota, not for the disk. Measured in OriginTorrentConfig.
+        settings["send_buffer_low_watermark"] = cfg.read_ahead_bytes
+
     settings.update(cfg.settings)
     return settings
 
