@@ -55,9 +55,9 @@ class OriginTorrentConfig(TorrentConfig):
     unchoke_slots: int = -1
     # An agent's first blocks came disk, send, disk, send. Two sessions, 1 MiB, direct
     # dial: 8.2-8.5 ms to finish with 1 MiB of read-ahead against 9.7-10.8 ms; cold 1 MiB
-    # through an agent, median agent/direct ratio 5.65 and 5.51 against 5.95 and 5.81.
-    # Not for capped sessions, nor for agents: on every host, capped swarms came out
-    # 0.01-0.015 lower (N=10, S=64 MiB: 0.842, 0.834 against 0.855, 0.845) and the
+    # through an agent, median agent/direct ratio 5.34 and 5.49 against 5.41 and 5.70.
+    # Not for capped sessions, nor for agents: with it on every host, capped swarms came
+    # out 0.01-0.015 lower (N=10, S=64 MiB: 0.842, 0.834 against 0.855, 0.845) and the
     # unlimited N=20 swarm 190 and 207 MiB/s against 207 and 226.
     read_ahead_bytes: int = 1 << 20
 
