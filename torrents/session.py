@@ -115,7 +115,7 @@ class TorrentSession:
         """Starts downloading `save_dir/<name>` (no-op if the torrent is already here),
         with libtorrent piece `priorities` (1-7, one per piece) if given, or in piece order
         if `sequential` (until `set_priorities`). `peers` (the blob's seeding origins, say)
-        are dialled at once, while the first announce is on its way."""
+        are dialled without waiting for the tracker."""
         if meta.infohash_hex not in self._torrents:
             self._add(meta, save_dir, seed=False, priorities=priorities, sequential=sequential, peers=peers)
 
@@ -303,12 +303,14 @@ class TorrentSession:
         if sequential:
             atp.flags |= lt.torrent_flags.sequential_download
         if peers:
-            # libtorrent dials the peers it knows at its next tick or when a tracker
-            # answers (its connect boost), and the boost also comes when a paused torrent
-            # is resumed (torrent::do_resume): so added paused, resumed at once. A cold
-            # 1 MiB fetch then connects as it announces, not a tracker round trip later.
+            # Dialled at libtorrent's next tick or its tracker's first answer, whichever
+            # comes first: a download reaches its seeds even while the tracker's announce
+            # is slow or failing. (Adding the torrent paused and resuming it at once dials
+            # them at once, libtorrent's do_resume connect boost; tried in session 12 and
+            # dropped: a CI run then had a download fail with libtorrent's "Illegal seek"
+            # on its file while four agents pulled one image, which pausing, and the file
+            # release that comes with it, is the likeliest cause of.)
             atp.peers = list(peers)
-            atp.flags |= lt.torrent_flags.paused
         t = _Torrent(meta)
         if seed:
             t.finished.set()
@@ -323,8 +325,6 @@ class TorrentSession:
             # of an agent in a cold docker pull, stalling its other requests. The binding
             # lets go of the GIL, so in the pool the loop runs on meanwhile.
             t.handle = in_thread(self._ses.add_torrent, atp)
-            if peers:
-                t.handle.resume()
         except BaseException:
             if self._torrents.get(meta.infohash_hex) is t:
                 del self._torrents[meta.infohash_hex]
