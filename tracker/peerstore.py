@@ -201,14 +201,18 @@ class MemoryPeerStore(PeerStore):
 # heard from since the cutoff (ARGV[1]), found through `seen` in O(log N + stale) (prune),
 # so no read walks the swarm.
 _FUNCTIONS = """
-local function prune(cutoff)
-  local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff)
-  for i = 1, #stale, 500 do
-    local batch = {unpack(stale, i, math.min(i + 499, #stale))}
+-- Drops peers from every key that holds them.
+local function forget(ids)
+  for i = 1, #ids, 500 do
+    local batch = {unpack(ids, i, math.min(i + 499, #ids))}
     redis.call('HDEL', KEYS[1], unpack(batch))
     for k = 3, 4 do redis.call('ZREM', KEYS[k], unpack(batch)) end
     for k = 5, 6 do redis.call('SREM', KEYS[k], unpack(batch)) end
   end
+end
+
+local function prune(cutoff)
+  forget(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff))
 end
 
 -- Atomic within a script, so numbers follow the order of the writes (PeerStore.update).
@@ -302,10 +306,15 @@ if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[1], unpack(ids, 1, math.min(#ids, tonumber(ARGV[2]))))
 """
 
-# ARGV: cutoff. Returns live peers, seeds.
+# ARGV: peer id.
+_REMOVE = _FUNCTIONS + """
+forget({ARGV[1]})
+"""
+
+# KEYS 1-6 and the downloads counter; ARGV: cutoff. Returns live peers, seeds, downloads.
 _COUNT = _FUNCTIONS + """
 prune(ARGV[1])
-return {redis.call('ZCARD', KEYS[4]), redis.call('SCARD', KEYS[5])}
+return {redis.call('ZCARD', KEYS[4]), redis.call('SCARD', KEYS[5]), tonumber(redis.call('GET', KEYS[7]) or 0)}
 """
 
 
@@ -324,6 +333,7 @@ class RedisPeerStore(PeerStore):
         self._update = redis.register_script(_UPDATE)
         self._earlier = redis.register_script(_EARLIER)
         self._count = redis.register_script(_COUNT)
+        self._remove = redis.register_script(_REMOVE)
         self._announce = redis.register_script(_ANNOUNCE)
         self._seeding_origins = redis.register_script(_SEEDING_ORIGINS)
 
@@ -353,15 +363,7 @@ class RedisPeerStore(PeerStore):
                          SwarmCounts(int(seeds), int(live) - int(seeds), int(downloaded)))
 
     def remove(self, infohash, peer_id):
-        field = peer_id.hex()
-        swarm, _, order, seen, seeds, origins = self.keys(infohash)
-        with self.r.pipeline(transaction=True) as p:
-            p.hdel(swarm, field)
-            p.zrem(order, field)
-            p.zrem(seen, field)
-            p.srem(seeds, field)
-            p.srem(origins, field)
-            p.execute()
+        self._remove(keys=self.keys(infohash), args=[peer_id.hex()])
 
     @staticmethod
     def _decode(joined_and_raw) -> PeerInfo:
@@ -370,7 +372,7 @@ class RedisPeerStore(PeerStore):
 
     def peers(self, infohash):
         keys = self.keys(infohash)
-        self._count(keys=keys, args=[self._cutoff()])
+        self._count(keys=[*keys, self._downloaded_key(infohash)], args=[self._cutoff()])  # prunes
         with self.r.pipeline(transaction=True) as p:
             p.zrange(keys[2], 0, -1, withscores=True)
             p.hgetall(keys[0])
@@ -386,11 +388,9 @@ class RedisPeerStore(PeerStore):
         return [PeerInfo.from_json(raw) for raw in raws if raw is not None]
 
     def counts(self, infohash):
-        with self.r.pipeline(transaction=False) as p:
-            self._count(keys=self.keys(infohash), args=[self._cutoff()], client=p)
-            p.get(self._downloaded_key(infohash))
-            (live, seeds), downloaded = p.execute()
-        return SwarmCounts(int(seeds), int(live) - int(seeds), int(downloaded or 0))
+        live, seeds, downloaded = self._count(keys=[*self.keys(infohash), self._downloaded_key(infohash)],
+                                              args=[self._cutoff()])
+        return SwarmCounts(int(seeds), int(live) - int(seeds), int(downloaded))
 
     def mark_completed(self, infohash):
         self.r.incr(self._downloaded_key(infohash))
