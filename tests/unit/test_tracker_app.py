@@ -1,7 +1,10 @@
 """The tracker app with an in-memory peer store and a fake origin cluster (unit tier; the
 integration tests run it under gunicorn against real Redis and origins)."""
 
+from types import SimpleNamespace
 from urllib.parse import quote_from_bytes
+
+import gevent
 
 import pytest
 
@@ -28,9 +31,14 @@ class FakeCache:
 
 
 class FakeOrigins:
-    def __init__(self, torrents):
+    def __init__(self, torrents, replicas=2):
         self.torrents = torrents
         self.calls = 0
+        self.ring = SimpleNamespace(replicas=replicas)
+        self.prefetched = []
+
+    def prefetch(self, namespace, digest):
+        self.prefetched.append(digest)
 
     def get_metainfo(self, namespace, digest):
         self.calls += 1
@@ -209,6 +217,49 @@ def test_metainfo_names_the_seeding_origins_when_asked(make_client, tmp_path):
     # Origins with the whole blob only; an agent seeding it is found through announces.
     assert sorted(parse_seeds(raw)) == [("127.0.0.5", 6000), ("::1", 6001)] and "[::1]:6001" in raw
     assert SEEDS_HEADER not in c.get(url).headers
+
+
+def test_a_cache_hit_nudges_the_origins_at_once_only_while_fewer_than_the_replicas_seed(make_client, tmp_path,
+                                                                                         monkeypatch):
+    from torrents.metainfo import build
+    from tracker.views import metainfo as view
+
+    monkeypatch.setattr(view, "NUDGE_DELAY", 0.3)
+    (tmp_path / "b").write_bytes(b"nudge" * 1000)
+    d = Digest.of_file(tmp_path / "b")
+    meta = build(tmp_path / "b", d)
+    origins = FakeOrigins({d: meta.torrent()}, replicas=2)
+    c = make_client(origins)
+    url = f"/namespace/ns/blobs/{d}/metainfo"
+
+    def hit():
+        """Nudges sent right after a metainfo GET, and once the delay is over."""
+        view._nudged.clear()  # the nudge's own rate limit is not what this test is about
+        before = origins.prefetched.count(d)
+        assert c.get(url, query_string={"seeds": "1"}).status_code == 200
+        gevent.sleep(0.05)  # the nudge runs in a greenlet of its own
+        at_once = origins.prefetched.count(d) - before
+        gevent.sleep(0.4)
+        return at_once, origins.prefetched.count(d) - before
+
+    def seed(n, origin=1, left=0, event=None):
+        q = (f"info_hash={quote_from_bytes(meta.infohash)}&peer_id={quote_from_bytes(bytes([n]) * 20)}"
+             f"&port={6000 + n}&left={left}&origin={origin}" + (f"&event={event}" if event else ""))
+        assert c.get(f"/announce?{q}", environ_base={"REMOTE_ADDR": f"127.0.0.{n}"}).status_code == 200
+
+    assert hit() == (0, 0)  # a miss: the origin just handed over the metainfo
+    assert hit() == (1, 1)  # a hit with no seed known
+    seed(1)
+    seed(2, origin=0)  # an agent seeding it does not count
+    seed(3, left=10)  # nor does an origin still fetching it
+    assert hit() == (1, 1)
+    # As many seeding origins as replicas: they likely hold the blob, so the nudge waits
+    # until the download that asked is under way (it still comes: a listed origin may have
+    # restarted with an empty disk, and its entry outlives it until it expires).
+    seed(4)
+    assert hit() == (0, 1)
+    seed(4, event="stopped")
+    assert hit() == (1, 1)
 
 
 def test_seeds_header_parsing_skips_what_does_not_parse():
