@@ -12,7 +12,10 @@ them), then times:
          after removing every image from dockerd, so every layer is fetched (and the agent
          has never seen these blobs: it fetches them over BitTorrent from the origins).
 Prints each time and kraken/reference ratios (targets: push <= 1.5x, cold pull <= 1.3x);
-writes OUT/registry-<timestamp>.json.
+writes OUT/registry-<timestamp>.json. With --timeline, each pull also prints when docker
+reported each layer downloaded and extracted ("Pull complete"), from its own progress output:
+where a pull's time goes (docker extracts layers one by one, in order, each once it has
+arrived and the one before it is extracted).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,8 +41,36 @@ from tests.integration.images import build_image
 TARGETS = {"push": 1.5, "pull": 1.3}
 
 
+def timed_pull(dockerd: Dockerd, ref_name: str) -> tuple[float, str, list[tuple[float, str]]]:
+    """`docker pull` with each line of its progress output stamped with the seconds since the
+    pull started: (seconds, output, [(seconds, line)])."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([dockerd.cli, "pull", ref_name], env=dockerd.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = [(time.monotonic() - t0, line.rstrip("\n")) for line in proc.stdout]
+    proc.wait(1800)
+    seconds = time.monotonic() - t0
+    output = "\n".join(line for _, line in lines)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`docker pull {ref_name}` exited {proc.returncode}:\n{output[-3000:]}")
+    return seconds, output, lines
+
+
+def layer_timeline(lines: list[tuple[float, str]]) -> list[dict]:
+    """Per layer, in the order docker extracted them: when it was downloaded and when
+    extracted, in seconds since the pull started."""
+    layers: dict[str, dict] = {}
+    for t, line in lines:
+        layer, _, status = line.partition(": ")
+        if status == "Download complete":
+            layers.setdefault(layer, {"layer": layer})["downloaded_s"] = round(t, 3)
+        elif status == "Pull complete":
+            layers.setdefault(layer, {"layer": layer})["extracted_s"] = round(t, 3)
+    return sorted((v for v in layers.values() if "extracted_s" in v), key=lambda v: v["extracted_s"])
+
+
 def one_round(dockerd: Dockerd, ref: str, proxy: str, agent: str, workdir: Path, size_mib: float, layers: int,
-              flip: bool) -> dict:
+              flip: bool, timeline: bool = False) -> dict:
     sizes = [int(size_mib * MiB / layers)] * layers
     t0 = time.perf_counter()
     img = build_image(dockerd, workdir, f"bench/img-{uuid.uuid4().hex[:8]}:1", layer_sizes=sizes)
@@ -59,13 +91,18 @@ def one_round(dockerd: Dockerd, ref: str, proxy: str, agent: str, workdir: Path,
     for name, _, pull_addr in sides:
         dockerd.wipe()
         ref_name = f"{pull_addr}/{repo}:1"
-        res = dockerd.run("pull", ref_name, timeout=1800)
-        out[f"{name}_pull_s"] = res.seconds
-        assert pull_digest(res.stdout) == digests[name], res.stdout
+        seconds, output, lines = timed_pull(dockerd, ref_name)
+        out[f"{name}_pull_s"] = seconds
+        assert pull_digest(output) == digests[name], output
         # The pulled image is whole: it runs and prints its message.
         run = dockerd.run("run", "--rm", "--network", "none", ref_name)
         assert run.stdout == img.message + "\n", run.stdout
-        print(f"  pull {name:9s} {res.seconds:7.2f} s (cold)", flush=True)
+        print(f"  pull {name:9s} {seconds:7.2f} s (cold)", flush=True)
+        if timeline:
+            out[f"{name}_pull_layers"] = steps = layer_timeline(lines)
+            for step in steps:
+                print(f"    layer {step['layer']}: downloaded {step.get('downloaded_s', float('nan')):6.3f} s, "
+                      f"extracted {step['extracted_s']:6.3f} s", flush=True)
     dockerd.wipe()
     out["push_ratio"] = out["kraken_push_s"] / out["reference_push_s"]
     out["pull_ratio"] = out["kraken_pull_s"] / out["reference_pull_s"]
@@ -81,6 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--no-warm", action="store_true",
                    help="agent: do not start an image's blob downloads when its manifest is read")
+    p.add_argument("--timeline", action="store_true",
+                   help="print when docker reported each layer of each pull downloaded and extracted")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     args = p.parse_args(argv)
     exit_on_sigterm()
@@ -103,7 +142,7 @@ def main(argv=None) -> int:
         for i in range(args.rounds):
             print(f"round {i + 1}/{args.rounds} (load average {os.getloadavg()[0]:.1f})", flush=True)
             rounds.append(one_round(dockerd, reference.addr, proxy, agent, root, args.size, args.layers,
-                                    flip=bool(i % 2)))
+                                    flip=bool(i % 2), timeline=args.timeline))
     finally:
         dockerd.stop()
         reference.stop()
