@@ -5,7 +5,6 @@ from types import SimpleNamespace
 from urllib.parse import quote_from_bytes
 
 import gevent
-
 import pytest
 
 from common import bencode
