@@ -63,7 +63,6 @@ def session_settings(cfg: TorrentConfig, user_agent: str) -> dict:
         # sent to it (more once its upload rate is known). Under a cap blocks wait for
         # quota, not for the disk. Measured in OriginTorrentConfig.
         settings["send_buffer_low_watermark"] = cfg.read_ahead_bytes
-
     settings.update(cfg.settings)
     return settings
 

@@ -45,20 +45,23 @@ def metainfo(namespace: str, digest: str):
             resp.headers[SLOT_HEADER] = str(current_app.extensions["peer_store"].next_slot(meta.infohash))
         except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not fail the metainfo
             log.warning("no download slot for %s: %s", d, exc)
-    # The live origins seeding the blob: named to an agent about to download (`?seeds=1`),
-    # and what decides whether a cache hit must nudge the origins (below).
+    want_seeds = request.args.get("seeds") == "1"
+    # A hit nudges the origins, at most every NUDGE_INTERVAL s per blob (_nudge_origins).
+    nudge = info is not None and _nudge_due(d)
+    # The live origins seeding the blob: named to an agent about to download, and what
+    # decides how soon a due nudge goes. Read only when one of them needs it.
     seeds = None
-    if info is not None or request.args.get("seeds") == "1":
+    if want_seeds or nudge:
         # Best effort: without them the agent finds the origins through its announce, and
-        # the origins are nudged.
+        # the origins are nudged at once.
         try:
             seeds = current_app.extensions["peer_store"].seeding_origins(meta.infohash, MAX_SEEDS)
         except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not fail the metainfo
             log.warning("no seeds for %s: %s", d, exc)
-    if seeds is not None and request.args.get("seeds") == "1":
+    if want_seeds and seeds is not None:
         resp.headers[SEEDS_HEADER] = ",".join(f"[{p.ip}]:{p.port}" if ":" in p.ip else f"{p.ip}:{p.port}"
                                               for p in seeds)
-    if info is not None:
+    if nudge:
         # Last: the nudge's greenlet runs at this worker's next wait on I/O, which was the
         # slot's or the seeds' Redis call, putting its requests to the origins ahead of
         # this answer. Now it runs once the answer is on its way.
@@ -79,11 +82,23 @@ NUDGE_INTERVAL = 10.0
 NUDGE_DELAY = 2.0
 
 
+def _nudge_due(d) -> bool:
+    """Whether blob `d`'s origins are due a nudge (none in the last NUDGE_INTERVAL s from
+    this worker); if so, counts it as sent."""
+    now = time.monotonic()
+    if now - _nudged.get(d, -NUDGE_INTERVAL) < NUDGE_INTERVAL:
+        return False
+    if len(_nudged) > 50_000:
+        _nudged.clear()
+    _nudged[d] = now
+    return True
+
+
 def _nudge_origins(namespace: str, d, delay: float = 0) -> None:
     """A cached metainfo says nothing about whether any origin still holds the blob: after
     origin data loss the swarm would have no seed. So, as Kraken's tracker asks the origin
     ring on announces, a hit also asks the origins to prefetch (in the background, at most
-    every NUDGE_INTERVAL s per blob): an origin that lost the blob fetches it from the
+    every NUDGE_INTERVAL s per blob, _nudge_due): an origin that lost the blob fetches it from the
     storage backend and seeds it; one that has it just keeps seeding (and announces).
 
     While as many live origins as the ring has replicas announce the blob complete, the
@@ -94,12 +109,6 @@ def _nudge_origins(namespace: str, d, delay: float = 0) -> None:
     Cold 1 MiB through an agent, median of per-blob ratios to a direct GET, five
     alternating pairs of runs: 5.16-5.73 deferred against 5.34-6.01 at once (4 of 5 pairs
     lower, by 0.24 on average; the host's speed moved every figure by more)."""
-    now = time.monotonic()
-    if now - _nudged.get(d, -NUDGE_INTERVAL) < NUDGE_INTERVAL:
-        return
-    if len(_nudged) > 50_000:
-        _nudged.clear()
-    _nudged[d] = now
     origins = current_app.extensions["origins"]
 
     def nudge():
