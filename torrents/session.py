@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # Alerts after which the process has TCP sockets that may still have Nagle's algorithm on.
 _NEW_SOCKETS = (lt.listen_succeeded_alert, lt.peer_connect_alert)
+# Seconds between looks for a torrent being added whose add_torrent_alert has not come (it
+# may have been dropped with others when the alert queue overflowed).
+ADD_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class _Torrent:
         self.moved = gevent.event.Event()
         self.flushed = gevent.event.Event()
         self.error: str | None = None
+        self.add_error: str | None = None
         self.move_error: str | None = None
         self.progress = Progress(total=meta.length)
         self.last_progress_at = time.monotonic()
@@ -302,14 +306,15 @@ class TorrentSession:
             atp.piece_priorities = priorities
         if sequential:
             atp.flags |= lt.torrent_flags.sequential_download
+        if not seed and not (save_dir / meta.name).exists():
+            # Nothing on disk to check: libtorrent skips its check of the (absent) file, a
+            # disk-thread round trip, and -- what matters -- wants peers from the start, so
+            # the `peers` below are dialled as the torrent is added (its connect boost for
+            # add_torrent_params.peers), not at the tracker's first answer.
+            atp.flags |= lt.torrent_flags.no_verify_files
         if peers:
-            # Dialled at libtorrent's next tick or its tracker's first answer, whichever
-            # comes first: a download reaches its seeds even while the tracker's announce
-            # is slow or failing. (Adding the torrent paused and resuming it at once dials
-            # them at once, libtorrent's do_resume connect boost; tried in session 12 and
-            # dropped: a CI run then had a download fail with libtorrent's "Illegal seek"
-            # on its file while four agents pulled one image, which pausing, and the file
-            # release that comes with it, is the likeliest cause of.)
+            # Also dialled at libtorrent's next tick or its tracker's first answer, so a
+            # download reaches its seeds even while the tracker's announce is slow or failing.
             atp.peers = list(peers)
         t = _Torrent(meta)
         if seed:
@@ -321,10 +326,22 @@ class TorrentSession:
         # for the handle.
         self._torrents[meta.infohash_hex] = t
         try:
-            # add_torrent waits on libtorrent's network thread: 13-27 ms on the event loop
-            # of an agent in a cold docker pull, stalling its other requests. The binding
-            # lets go of the GIL, so in the pool the loop runs on meanwhile.
-            t.handle = in_thread(self._ses.add_torrent, atp)
+            # Posted to libtorrent's network thread, which adds the torrent -- and dials
+            # `peers` -- at once, while this greenlet waits for the add_torrent_alert
+            # (_dispatch). A blocking add_torrent waited 13-27 ms on the event loop of an
+            # agent in a cold docker pull; run in the thread pool, the hand-offs there and
+            # back cost a cold 1 MiB fetch about 0.9 ms (p50), half of it before the dial.
+            self._ses.async_add_torrent(atp)
+            while not t.added.wait(timeout=ADD_WAIT):
+                if self._stopped:
+                    raise RuntimeError(f"session stopped while adding {meta.infohash_hex}")
+                # The alert may have been dropped (alerts_dropped_alert): ask directly.
+                handle = self._ses.find_torrent(lt.sha1_hash(bytes.fromhex(meta.infohash_hex)))
+                if handle.is_valid():
+                    t.handle = handle
+                    break
+            if t.handle is None:
+                raise RuntimeError(f"libtorrent could not add {meta.infohash_hex}: {t.add_error}")
         except BaseException:
             if self._torrents.get(meta.infohash_hex) is t:
                 del self._torrents[meta.infohash_hex]
@@ -368,7 +385,16 @@ class TorrentSession:
             return None
 
     def _dispatch(self, alert) -> None:
-        if isinstance(alert, lt.state_update_alert):
+        if isinstance(alert, lt.add_torrent_alert):
+            ti = alert.params.ti
+            t = self._torrents.get(str(ti.info_hashes().v1)) if ti is not None else None
+            if t is not None and not t.added.is_set():
+                if alert.error.value():
+                    t.add_error = alert.error.message()
+                else:
+                    t.handle = alert.handle
+                t.added.set()
+        elif isinstance(alert, lt.state_update_alert):
             now = time.monotonic()
             for st in alert.status:
                 t = self._torrents.get(str(st.info_hashes.v1))

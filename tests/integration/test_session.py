@@ -9,6 +9,7 @@ import time
 from urllib.parse import quote_from_bytes
 
 import gevent
+import libtorrent as lt
 import pytest
 
 from common.digest import Digest
@@ -17,7 +18,7 @@ from tests.integration.badpeer import CorruptPeer
 from tests.integration.helpers import tracker_in_thread
 from torrents import metainfo as mi
 from torrents.config import TorrentConfig
-from torrents.session import TorrentSession
+from torrents.session import ADD_WAIT, TorrentSession
 from torrents.settings import RAMP_SECONDS, TICK_MS
 from tracker.peerstore import MemoryPeerStore
 
@@ -191,7 +192,6 @@ def test_seeder_trusts_a_blob_it_has_just_hashed_and_checks_one_found_on_disk_as
     # Building the metainfo hashes every piece of the file, so the torrent is added as
     # complete; after a restart the blob is only known from its sidecar, and libtorrent's
     # seed mode hashes each piece the first time a peer asks for it.
-    import libtorrent as lt
 
     from common.store import CAStore
     from torrents.seeder import Seeder
@@ -221,24 +221,29 @@ def test_seeder_trusts_a_blob_it_has_just_hashed_and_checks_one_found_on_disk_as
 
 
 class _SlowAdd:
-    """A libtorrent session whose add_torrent takes `delay` s, as when its network thread is
-    busy; everything else goes to the real one."""
+    """A libtorrent session whose network thread takes `delay` s to add a torrent (as when
+    it is busy), and that drops every add_torrent_alert with `lose_alerts` (as when the alert
+    queue overflows); everything else goes to the real one."""
 
-    def __init__(self, ses, delay: float):
+    def __init__(self, ses, delay: float, lose_alerts: bool = False):
         self._real = ses
         self.delay = delay
+        self.lose_alerts = lose_alerts
 
-    def add_torrent(self, atp):
-        time.sleep(self.delay)
-        return self._real.add_torrent(atp)
+    def async_add_torrent(self, atp):
+        gevent.spawn_later(self.delay, self._real.async_add_torrent, atp)
+
+    def pop_alerts(self):
+        alerts = self._real.pop_alerts()
+        return [a for a in alerts if not isinstance(a, lt.add_torrent_alert)] if self.lose_alerts else alerts
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
 
 def test_adding_a_torrent_leaves_the_event_loop_running(tmp_path, loop_ticks):
-    # add_torrent waits on libtorrent's network thread, so it runs in the thread pool: other
-    # greenlets go on meanwhile. The torrent is known (has) at once; calls that need its
+    # A torrent is added by libtorrent's network thread while the adding greenlet waits for
+    # its alert: other greenlets go on meanwhile. The torrent is known (has) at once; calls that need its
     # handle wait for the add; a second seed of the same blob does not add it again; a
     # remove during the add removes it once it is there.
     _, meta = make_blob(tmp_path / "seed", 1 << 20)
@@ -266,5 +271,21 @@ def test_adding_a_torrent_leaves_the_event_loop_running(tmp_path, loop_ticks):
         while len(real.get_torrents()) != 1:
             assert time.monotonic() < deadline, "the torrent removed during its add is still in libtorrent"
             gevent.sleep(0.05)
+    finally:
+        session.stop()
+
+
+def test_a_torrent_whose_add_alert_is_lost_is_still_added(tmp_path):
+    # Should libtorrent drop the add_torrent_alert (a full alert queue), the add finds the
+    # torrent itself within ADD_WAIT s instead of waiting for ever.
+    _, meta = make_blob(tmp_path / "seed", 1 << 20)
+    session = TorrentSession(TorrentConfig(listen_ip="127.0.0.35"), trackers=[])
+    try:
+        session._ses = _SlowAdd(session._ses, 0, lose_alerts=True)
+        t0 = time.monotonic()
+        session.seed(meta, tmp_path / "seed")
+        assert time.monotonic() - t0 < ADD_WAIT + 2
+        assert session.progress(meta.infohash_hex).state == "seeding"
+        assert session._get(meta.infohash_hex).handle.is_valid()
     finally:
         session.stop()
