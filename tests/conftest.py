@@ -78,3 +78,13 @@ def loop_ticks():
     gevent.sleep(0)
     yield ticks
     ticker.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_event_loop_clock():
+    """Brings gevent's loop clock up to date before each test. The loop reads the time
+    only when it runs, and tests that block in plain calls (subprocesses, HTTP clients)
+    leave it as stale as they took: a test after 17 s of them had its first
+    `joinall(timeout=5)` time out at once, its deadline counted from 17 s ago."""
+    gevent.get_hub().loop.update_now()
+    yield
