@@ -22,7 +22,7 @@ import gevent
 import gevent.event
 
 from agent.config import DownloadConfig
-from agent.ondisk import INLINE_BLOB_BYTES, OnDiskCheck
+from agent.ondisk import OnDiskCheck, run_for
 from agent.stripes import stripe_priorities
 from common.concurrency import Signal, in_thread
 from common.digest import Digest
@@ -251,10 +251,7 @@ class Downloader:
                     f = open_when_present(dl.partial, self.store.path(dl.digest))
                 # Checked on disk already: read as is, as much as is ready at once.
                 n = min(ready - pos, STREAM_CHUNK)
-                if meta.length <= INLINE_BLOB_BYTES:  # a read of the page cache, as in OnDiskCheck
-                    data = os.pread(f.fileno(), n, pos)
-                else:
-                    data = in_thread(os.pread, f.fileno(), n, pos)
+                data = run_for(meta, os.pread, f.fileno(), n, pos)
                 if len(data) != n:
                     raise DownloadError(f"{dl.digest} is short on disk at byte {pos}")
                 pos += n

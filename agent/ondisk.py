@@ -39,6 +39,12 @@ HASH_CHUNK = 4 << 20
 INLINE_BLOB_BYTES = 4 << 20
 
 
+def run_for(meta: Metainfo, fn, *args):
+    """fn(*args) -- a read of the file of blob `meta`, or its hashing -- on the event loop
+    for a blob up to INLINE_BLOB_BYTES, else in the thread pool."""
+    return fn(*args) if meta.length <= INLINE_BLOB_BYTES else in_thread(fn, *args)
+
+
 def read_piece(f, meta: Metainfo, index: int, landed_only: bool = False) -> bytes | None:
     """Piece `index` from open file `f` if it is on disk as libtorrent verified it, else None.
 
@@ -97,11 +103,8 @@ class OnDiskCheck:
             chunk = todo[start:start + self.batch]
             landed = {i for i in chunk if self.landed_only(i)}
             self.took_landed = self.took_landed or bool(landed)
-            args = (f, meta, chunk, landed, self.ondisk, self.hashed, self.sha256)
-            if meta.length <= INLINE_BLOB_BYTES:
-                passed, self.hashed = _check_pieces(*args)
-            else:
-                passed, self.hashed = in_thread(_check_pieces, *args)
+            passed, self.hashed = run_for(meta, _check_pieces, f, meta, chunk, landed, self.ondisk, self.hashed,
+                                          self.sha256)
             for i in passed:
                 self.misses.pop(i, None)
             now = time.monotonic()

@@ -336,7 +336,7 @@ class TorrentSession:
                 if self._stopped:
                     raise RuntimeError(f"session stopped while adding {meta.infohash_hex}")
                 # The alert may have been dropped (alerts_dropped_alert): ask directly.
-                handle = self._ses.find_torrent(lt.sha1_hash(bytes.fromhex(meta.infohash_hex)))
+                handle = self._ses.find_torrent(lt.sha1_hash(meta.infohash))
                 if handle.is_valid():
                     t.handle = handle
                     break
