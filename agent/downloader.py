@@ -23,7 +23,7 @@ import gevent.event
 
 from agent.config import DownloadConfig
 from agent.ondisk import OnDiskCheck, run_for
-from agent.stripes import stripe_priorities
+from agent.stripes import BANDS, stripe_left, stripe_priorities
 from common.concurrency import Signal, in_thread
 from common.digest import Digest
 from common.errors import DownloadError, Pending
@@ -385,22 +385,35 @@ class Downloader:
     def _restripe(self, dl: Download, meta: Metainfo, guess: int) -> None:
         """Sets the download's stripes to the wave's size once its peers show it (the
         `guess` until then), widening them as more downloaders appear; never narrowing,
-        as agents that finish turn seeds (agent.stripes)."""
+        as agents that finish turn seeds. Splits the stripe's bands again over what is left
+        of it each time its top band has come (agent.stripes)."""
         infohash = meta.infohash_hex
         stripes = 0
+        left = 0  # the stripe's pieces still to come when its bands were last set
         while not dl.verified.ready() and self.session.has(infohash):
             try:
                 others = self.session.downloading_hosts(infohash)
+                have = self.session.have(infohash)
             except RuntimeError:  # the torrent went away between the check and the call
                 return
             seen = others + 1
             if others and seen > stripes:
                 if seen != guess or stripes:
-                    self.session.set_priorities(infohash, stripe_priorities(meta.num_pieces, dl.slot, seen))
-                    dl.sequential = False
+                    self._set_stripes(dl, meta, seen, have)
                 stripes = dl.stripes = seen
+                left = len(stripe_left(meta.num_pieces, dl.slot, stripes, have))
                 log.debug("%s: slot %d of a wave of %d", dl.digest, dl.slot, stripes)
+            elif stripes > 1:
+                now_left = len(stripe_left(meta.num_pieces, dl.slot, stripes, have))
+                if now_left * BANDS <= left * (BANDS - 1):
+                    # The top band has come: new bands split what is left of the stripe.
+                    self._set_stripes(dl, meta, stripes, have)
+                    left = now_left
             gevent.sleep(self.session.cfg.progress_interval)
+
+    def _set_stripes(self, dl: Download, meta: Metainfo, stripes: int, have: bytes) -> None:
+        self.session.set_priorities(meta.infohash_hex, stripe_priorities(meta.num_pieces, dl.slot, stripes, have))
+        dl.sequential = False
 
 
 def _still_needed(dl: Download) -> int:

@@ -22,6 +22,14 @@ verified in-order prefix (what its stream may send) grow from the front. With th
 one priority, pieces came in random order, the prefix stayed short until the last ones
 landed, and each client took the rest of the blob in one burst after the download:
 1.5-2.6 s of a 22 s run (N=20, S=128 MiB, limiter), fraction 0.70-0.73 against 0.84-0.85.
+
+The bands split the stripe's pieces still to come, and are split again each time the top
+band has arrived (`Downloader._restripe`), so they narrow as the download goes on. With
+five fixed bands the pieces of each fifth of the blob still came in random order: an
+agent's checked prefix grew in steps of a fifth, stood at 80-94 % when the last piece
+arrived, and the rest (15-50 MiB) was read back, hashed and sent to the client after it
+(150-850 ms, N=20, S=256 MiB). With narrowing bands it stands at 96-99.7 % then, and the
+sha256 matches 2-200 ms after the last piece.
 """
 
 from __future__ import annotations
@@ -37,10 +45,20 @@ REST = 1
 BANDS = TOP - REST
 
 
-def stripe_priorities(num_pieces: int, slot: int, stripes: int) -> list[int] | None:
+def stripe_priorities(num_pieces: int, slot: int, stripes: int, have: bytes | None = None) -> list[int] | None:
     """Piece priorities for the downloader in `slot` of a wave of `stripes` downloaders;
-    None (libtorrent's defaults) for a downloader alone."""
+    None (libtorrent's defaults) for a downloader alone. The bands split the stripe's pieces
+    not yet had (`have`: one byte per piece, nonzero once had; none had without it) into
+    BANDS runs of about equal length, front first."""
     if stripes <= 1:
         return None
-    mine = slot % stripes
-    return [TOP - index * BANDS // num_pieces if index % stripes == mine else REST for index in range(num_pieces)]
+    prios = [REST] * num_pieces
+    todo = stripe_left(num_pieces, slot, stripes, have)
+    for rank, index in enumerate(todo):
+        prios[index] = TOP - rank * BANDS // len(todo)
+    return prios
+
+
+def stripe_left(num_pieces: int, slot: int, stripes: int, have: bytes | None = None) -> list[int]:
+    """The pieces of the stripe of `slot` in a wave of `stripes` not in `have`, in order."""
+    return [i for i in range(slot % stripes, num_pieces, stripes) if have is None or not have[i]]

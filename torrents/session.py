@@ -172,6 +172,10 @@ class TorrentSession:
         unknown = lt.peer_info.seed | lt.peer_info.connecting | lt.peer_info.handshake
         return len({p.ip[0] for p in peers if not p.flags & unknown})
 
+    def have(self, infohash: str) -> bytes:
+        """Which pieces of a torrent have passed their hash check (one byte each, 1 if so)."""
+        return bytes(self._get(infohash).have)
+
     def set_priorities(self, infohash: str, priorities: list[int]) -> None:
         """Replaces the piece priorities of a torrent (1-7, one per piece) and ends any
         sequential order (libtorrent's sequential mode ignores priorities below 7); pieces

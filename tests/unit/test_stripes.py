@@ -1,6 +1,14 @@
-"""agent.stripes: a wave's agents put disjoint stripes of pieces first, front first."""
+"""agent.stripes: a wave's agents put disjoint stripes of pieces first, front first, in
+bands that narrow as the stripe arrives."""
 
-from agent.stripes import BANDS, REST, TOP, stripe_priorities
+from pathlib import Path
+from types import SimpleNamespace
+
+import gevent
+
+from agent.downloader import Download, Downloader
+from agent.stripes import BANDS, REST, TOP, stripe_left, stripe_priorities
+from common.digest import Digest
 
 
 def test_consecutive_slots_take_disjoint_stripes_that_cover_the_blob():
@@ -19,8 +27,8 @@ def test_every_piece_is_still_wanted_and_a_stripe_goes_front_first():
     assert min(prios) == REST > 0 and max(prios) == TOP < 7
     mine = [(i, p) for i, p in enumerate(prios) if p > REST]
     assert [i for i, _ in mine] == [3, 11, 19, 27, 35, 43, 51, 59]
-    # Five bands over the blob, falling from TOP: the origin sends the front first.
-    assert [p for _, p in mine] == [6, 6, 5, 4, 4, 3, 3, 2]
+    # Five bands of about equal length, falling from TOP: the origin sends the front first.
+    assert [p for _, p in mine] == [6, 6, 5, 5, 4, 3, 3, 2]
     assert BANDS == TOP - REST == 5
     assert all(a >= b for (_, a), (_, b) in zip(mine, mine[1:]))
 
@@ -29,3 +37,70 @@ def test_a_lone_downloader_has_no_preference():
     assert stripe_priorities(5, 0, 1) is None
     # A slot far beyond the blob's pieces (an old count) just yields a small stripe.
     assert all(p == REST for p in stripe_priorities(4, 1000, 1001))
+
+
+def test_the_bands_split_only_what_is_left_of_the_stripe():
+    have = bytearray(64)
+    for index in (3, 11, 19, 1, 2):  # three of the stripe's pieces, two of others
+        have[index] = 1
+    prios = stripe_priorities(64, 3, 8, bytes(have))
+    assert stripe_left(64, 3, 8, bytes(have)) == [27, 35, 43, 51, 59]
+    assert [prios[i] for i in (27, 35, 43, 51, 59)] == [6, 5, 4, 3, 2]
+    assert all(prios[i] == REST for i in range(64) if i not in (27, 35, 43, 51, 59))
+    # The last piece left is the top band on its own.
+    have = bytearray(b"\x01" * 64)
+    have[59] = 0
+    assert stripe_priorities(64, 3, 8, bytes(have))[59] == TOP
+
+
+class _Session:
+    """What Downloader._restripe asks of the torrent session: a wave of four, pieces that
+    arrive when the test says, the priorities set."""
+
+    def __init__(self, pieces: int):
+        self.cfg = SimpleNamespace(progress_interval=0.001)
+        self.pieces = bytearray(pieces)
+        self.set: list[list[int]] = []
+
+    def has(self, infohash):
+        return True
+
+    def downloading_hosts(self, infohash):
+        return 3
+
+    def have(self, infohash):
+        return bytes(self.pieces)
+
+    def set_priorities(self, infohash, priorities):
+        self.set.append(list(priorities))
+
+
+def test_a_download_splits_its_bands_again_each_time_the_top_band_has_come():
+    session = _Session(40)
+    downloader = Downloader.__new__(Downloader)
+    downloader.session = session
+    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
+    dl.slot = 1
+    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
+    stripe = [1, 5, 9, 13, 17, 21, 25, 29, 33, 37]  # slot 1 of a wave of 4
+    job = gevent.spawn(downloader._restripe, dl, meta, 2)  # guessed a wave of 2 at first
+    try:
+        gevent.sleep(0.05)
+        assert len(session.set) == 1 and dl.stripes == 4
+        assert [session.set[0][i] for i in stripe] == [6, 6, 5, 5, 4, 4, 3, 3, 2, 2]
+        session.pieces[1] = 1  # half the top band: nothing changes
+        gevent.sleep(0.05)
+        assert len(session.set) == 1
+        session.pieces[5] = session.pieces[2] = 1  # the top band has come
+        gevent.sleep(0.05)
+        assert len(session.set) == 2
+        left = stripe[2:]
+        assert [session.set[1][i] for i in left] == [6, 6, 5, 5, 4, 3, 3, 2]
+        for index in left[:6]:  # down to two pieces: each its own band
+            session.pieces[index] = 1
+        gevent.sleep(0.05)
+        assert [session.set[-1][i] for i in left[6:]] == [6, 4]
+    finally:
+        dl.verified.set(True)
+        job.join(timeout=1)
+    assert job.dead
