@@ -172,6 +172,15 @@ class TorrentSession:
         unknown = lt.peer_info.seed | lt.peer_info.connecting | lt.peer_info.handshake
         return len({p.ip[0] for p in peers if not p.flags & unknown})
 
+    def others_have(self, infohash: str, index: int, exclude: set[str]) -> bool:
+        """Whether a connected peer at an address not in `exclude` has piece `index` (a
+        round trip to libtorrent's network thread)."""
+        t = self._get(infohash)
+        peers = in_thread(t.handle.get_peer_info)
+        unknown = lt.peer_info.connecting | lt.peer_info.handshake
+        return any(p.ip[0] not in exclude and (p.flags & lt.peer_info.seed or p.pieces[index])
+                   for p in peers if not p.flags & unknown)
+
     def have(self, infohash: str) -> bytes:
         """Which pieces of a torrent have passed their hash check (one byte each, 1 if so)."""
         return bytes(self._get(infohash).have)

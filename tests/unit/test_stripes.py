@@ -104,3 +104,71 @@ def test_a_download_splits_its_bands_again_each_time_the_top_band_has_come():
         dl.verified.set(True)
         job.join(timeout=1)
     assert job.dead
+
+
+class _HeadSession:
+    """What Downloader._ask_first asks of the torrent session."""
+
+    def __init__(self):
+        self.others = False  # whether a peer other than the origins has the piece
+        self.asked: list[tuple[int, ...]] = []
+        self.looked_past: set[str] = set()
+
+    def has(self, infohash):
+        return True
+
+    def others_have(self, infohash, index, exclude):
+        self.looked_past = exclude
+        return self.others
+
+    def prioritize(self, infohash, pieces):
+        self.asked.append(tuple(pieces))
+
+
+def _head(slot, stripes=0):
+    session = _HeadSession()
+    downloader = Downloader.__new__(Downloader)
+    downloader.session = session
+    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
+    dl.slot, dl.stripes, dl.seeds = slot, stripes, [("127.0.0.2", 6881)]
+    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
+    return session, dl, gevent.spawn(downloader._ask_first, dl, meta, range(0, 1))
+
+
+def test_the_first_download_of_a_blob_asks_for_its_head_at_once():
+    for slot in (None, 0):  # no stripes; the torrent's first download
+        session, _, job = _head(slot)
+        job.join(timeout=1)
+        assert session.asked == [(0,)]
+
+
+def test_a_download_that_joined_a_wave_asks_for_its_head_once_another_agent_has_it():
+    session, _, job = _head(3, stripes=4)
+    gevent.sleep(0.2)
+    assert session.asked == [] and not job.dead
+    assert session.looked_past == {"127.0.0.2"}  # the origins do not count
+    session.others = True
+    job.join(timeout=1)
+    assert session.asked == [(0,)]
+
+
+def test_a_download_that_joined_a_wave_asks_for_its_head_at_once_on_its_own_stripe():
+    session, _, job = _head(4, stripes=4)
+    job.join(timeout=1)
+    assert session.asked == [(0,)]
+
+
+def test_a_download_that_joined_a_wave_asks_for_its_head_anyway_after_the_hold(monkeypatch):
+    monkeypatch.setattr("agent.downloader.HEAD_HOLD", 0.2)
+    session, _, job = _head(3, stripes=4)
+    gevent.sleep(0.1)
+    assert session.asked == []
+    job.join(timeout=1)
+    assert session.asked == [(0,)]
+
+
+def test_a_head_nobody_waits_for_any_more_is_not_asked_for():
+    session, dl, job = _head(3, stripes=4)
+    dl.done.set(None)
+    job.join(timeout=1)
+    assert session.asked == []
