@@ -174,11 +174,12 @@ class TorrentSession:
 
     def others_have(self, infohash: str, index: int, exclude: set[str]) -> bool:
         """Whether a connected peer at an address not in `exclude` has piece `index` (a
-        round trip to libtorrent's network thread)."""
+        round trip to libtorrent's network thread). A peer whose bitfield has not come yet
+        has nothing."""
         t = self._get(infohash)
         peers = in_thread(t.handle.get_peer_info)
         unknown = lt.peer_info.connecting | lt.peer_info.handshake
-        return any(p.ip[0] not in exclude and (p.flags & lt.peer_info.seed or p.pieces[index])
+        return any(p.ip[0] not in exclude and (p.flags & lt.peer_info.seed or index < len(p.pieces) and p.pieces[index])
                    for p in peers if not p.flags & unknown)
 
     def have(self, infohash: str) -> bytes:

@@ -1,5 +1,5 @@
-"""The libtorrent settings a session runs with, and why (measurements in LIBTORRENT-NOTES and
-the README's Performance section)."""
+"""The libtorrent settings a session runs with, and why (measurements in LIBTORRENT-NOTES,
+the README's Performance section and tests/bench/PERFORMANCE-HISTORY.md)."""
 
 from __future__ import annotations
 

@@ -118,7 +118,8 @@ def cold_small(args, root: Path) -> dict:
             digest = make_blob(path, MiB)
             upload(cluster, hosts, path, digest)
             # Right after the upload (the default) the origin may still be announcing the
-            # blob; after a pause, both GETs start from an idle host (see README, Performance).
+            # blob; after a pause, both GETs start from an idle host
+            # (tests/bench/PERFORMANCE-HISTORY.md, session 13).
             time.sleep(args.settle)
             origin_url = f"http://{cluster.origins[0]}/namespace/{NAMESPACE}/blobs/{digest}"
             agent = i % args.agents
