@@ -165,22 +165,22 @@ class TorrentSession:
         to libtorrent's network thread: call it now and then, not per piece). A peer still
         connecting or handshaking is not counted: libtorrent cannot know yet whether it is
         a seed, and an origin counted then widened a wave of two agents to three stripes."""
-        t = self._get(infohash)
-        # In the pool, as it waits on the network thread (12 ms per call measured on a busy
-        # agent); the binding lets go of the GIL meanwhile.
-        peers = in_thread(t.handle.get_peer_info)
-        unknown = lt.peer_info.seed | lt.peer_info.connecting | lt.peer_info.handshake
-        return len({p.ip[0] for p in peers if not p.flags & unknown})
+        return len({p.ip[0] for p in self._settled_peers(infohash) if not p.flags & lt.peer_info.seed})
 
     def others_have(self, infohash: str, index: int, exclude: set[str]) -> bool:
         """Whether a connected peer at an address not in `exclude` has piece `index` (a
         round trip to libtorrent's network thread). A peer whose bitfield has not come yet
         has nothing."""
-        t = self._get(infohash)
-        peers = in_thread(t.handle.get_peer_info)
-        unknown = lt.peer_info.connecting | lt.peer_info.handshake
         return any(p.ip[0] not in exclude and (p.flags & lt.peer_info.seed or index < len(p.pieces) and p.pieces[index])
-                   for p in peers if not p.flags & unknown)
+                   for p in self._settled_peers(infohash))
+
+    def _settled_peers(self, infohash: str) -> list:
+        """The torrent's connected peers past their handshake (libtorrent's peer_info)."""
+        t = self._get(infohash)
+        # In the pool, as it waits on the network thread (12 ms per call measured on a busy
+        # agent); the binding lets go of the GIL meanwhile.
+        peers = in_thread(t.handle.get_peer_info)
+        return [p for p in peers if not p.flags & (lt.peer_info.connecting | lt.peer_info.handshake)]
 
     def have(self, infohash: str) -> bytes:
         """Which pieces of a torrent have passed their hash check (one byte each, 1 if so)."""
