@@ -13,8 +13,8 @@ complete blob with the wrong content; a failed download cuts its stream short.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -22,12 +22,13 @@ from pathlib import Path
 import gevent
 import gevent.event
 
+from agent.admission import Admission
 from agent.config import DownloadConfig
 from agent.ondisk import OnDiskCheck, run_for
 from agent.stripes import BANDS, stripe_left, stripe_priorities
 from common.concurrency import Signal, in_thread
 from common.digest import Digest
-from common.errors import DownloadError, Pending
+from common.errors import DownloadError, NotFound, Pending
 from common.store import CAStore, fsync
 from torrents.metainfo import Metainfo
 from torrents.seeder import EMPTY, Seeder
@@ -47,6 +48,9 @@ HEAD_PIECES = 1
 # agent had piece 0 after 0.63-0.69 s), and how often it looks.
 HEAD_HOLD = 2.0
 HEAD_POLL = 0.05
+# Seconds without a new piece after which a download that left the origins to others
+# (Downloader._spare_origins) asks them again.
+ORIGIN_STALL = 1.5
 # Most bytes a stream reads (and sends) in one go.
 STREAM_CHUNK = 4 << 20
 # Seconds before a piece that has not read back right yet is read again, doubling up to
@@ -74,60 +78,6 @@ def open_when_present(*paths: Path, timeout: float = 5.0):
         if time.monotonic() > deadline:
             raise DownloadError(f"{paths[0].name} did not appear on disk")
         gevent.sleep(0.01)
-
-
-class Admission:
-    """Lets at most `limit` large downloads run at once, in the order they were asked for.
-
-    A download takes a ticket when it is created and states its size once the metainfo is
-    known. The lowest waiting ticket goes first; a download still fetching its metainfo
-    keeps its place for up to `hold` seconds, so one whose metainfo came back a few
-    milliseconds sooner does not jump ahead of it."""
-
-    def __init__(self, limit: int, hold: float = 0.5):
-        self.limit = limit
-        self.hold = hold
-        self._tickets = itertools.count()
-        self._undecided: dict[int, float] = {}  # ticket -> when taken, size not yet known
-        self._waiting: set[int] = set()
-        self.active = 0
-        self._changed = Signal()
-
-    def ticket(self) -> int:
-        t = next(self._tickets)
-        self._undecided[t] = time.monotonic()
-        return t
-
-    def enter(self, ticket: int, large: bool) -> bool:
-        """Blocks until the download may start; True when it holds one of the `limit`
-        places, to give back with `leave`."""
-        self._undecided.pop(ticket, None)
-        if not large or self.limit <= 0:
-            self._changed.notify()
-            return False
-        self._waiting.add(ticket)
-        try:
-            while True:
-                now = time.monotonic()
-                held = [t0 + self.hold - now for t, t0 in self._undecided.items()
-                        if t < ticket and t0 + self.hold > now]
-                if self.active < self.limit and ticket == min(self._waiting) and not held:
-                    break
-                self._changed.wait(timeout=min(held, default=1.0))
-        finally:
-            self._waiting.discard(ticket)
-        self.active += 1
-        self._changed.notify()
-        return True
-
-    def forget(self, ticket: int) -> None:
-        """The download ended before `enter` (no metainfo)."""
-        if self._undecided.pop(ticket, None) is not None:
-            self._changed.notify()
-
-    def leave(self) -> None:
-        self.active -= 1
-        self._changed.notify()
 
 
 class Download:
@@ -419,30 +369,60 @@ class Downloader:
         """Sets the download's stripes to the wave's size once its peers show it (the
         `guess` until then), widening them as more downloaders appear; never narrowing,
         as agents that finish turn seeds. Splits the stripe's bands again over what is left
-        of it each time its top band has come (agent.stripes)."""
+        of it each time its top band has come (agent.stripes). Looks at the peers every
+        progress_interval; at the pieces as they come (`_spare_origins`)."""
         infohash = meta.infohash_hex
         stripes = 0
         left = 0  # the stripe's pieces still to come when its bands were last set
+        origins = {host for host, _ in dl.seeds}
+        shunned = None  # (pieces had, when) while the origins are shunned; False once readmitted
+        known = 0  # pieces libtorrent has reported
+        look = 0.0  # when to look at the peers next
         while not dl.verified.ready() and self.session.has(infohash):
             try:
-                others = self.session.downloading_hosts(infohash)
                 have = self.session.have(infohash)
-            except RuntimeError:  # the torrent went away between the check and the call
+                if time.monotonic() >= look:
+                    look = time.monotonic() + self.session.cfg.progress_interval
+                    seen = self.session.downloading_hosts(infohash) + 1
+                    if seen > 1 and seen > stripes:
+                        if seen != guess or stripes:
+                            self._set_stripes(dl, meta, seen, have)
+                        stripes = dl.stripes = seen
+                        left = len(stripe_left(meta.num_pieces, dl.slot, stripes, have))
+                        log.debug("%s: slot %d of a wave of %d", dl.digest, dl.slot, stripes)
+                    elif stripes > 1:
+                        now_left = len(stripe_left(meta.num_pieces, dl.slot, stripes, have))
+                        if now_left * BANDS <= left * (BANDS - 1):
+                            # The top band has come: new bands split what is left of the stripe.
+                            self._set_stripes(dl, meta, stripes, have)
+                            left = now_left
+                if stripes > 1 and origins and shunned is not False:
+                    shunned = self._spare_origins(dl, meta, stripes, have, origins, shunned)
+                known = len(self.session.wait_pieces(infohash, known, stall_timeout=math.inf, deadline=math.inf,
+                                                     timeout=max(0.0, look - time.monotonic())))
+            except (RuntimeError, NotFound, DownloadError):  # the torrent went away or failed meanwhile
                 return
-            seen = others + 1
-            if others and seen > stripes:
-                if seen != guess or stripes:
-                    self._set_stripes(dl, meta, seen, have)
-                stripes = dl.stripes = seen
-                left = len(stripe_left(meta.num_pieces, dl.slot, stripes, have))
-                log.debug("%s: slot %d of a wave of %d", dl.digest, dl.slot, stripes)
-            elif stripes > 1:
-                now_left = len(stripe_left(meta.num_pieces, dl.slot, stripes, have))
-                if now_left * BANDS <= left * (BANDS - 1):
-                    # The top band has come: new bands split what is left of the stripe.
-                    self._set_stripes(dl, meta, stripes, have)
-                    left = now_left
-            gevent.sleep(self.session.cfg.progress_interval)
+
+    def _spare_origins(self, dl: Download, meta: Metainfo, stripes: int, have: bytes, origins: set[str],
+                       shunned: tuple[int, float] | None) -> tuple[int, float] | None | bool:
+        """Once the download's own stripe is here, leaves the origins to the agents still
+        fetching theirs: the rest of the blob comes from those agents as it reaches them.
+        Otherwise an agent done with its stripe asked the origins for pieces still on their
+        way to their stripe's agent, and the origin sent them twice. Readmits the origins
+        when no piece has come for ORIGIN_STALL s (an agent gone, say)."""
+        got, now = sum(have), time.monotonic()
+        if shunned is None:
+            if stripe_left(meta.num_pieces, dl.slot, stripes, have):
+                return None
+            self.session.shun(meta.infohash_hex, origins)
+            return got, now
+        if got > shunned[0]:
+            return got, now
+        if now - shunned[1] < ORIGIN_STALL:
+            return shunned
+        log.info("%s: no piece for %.1fs without the origins: asking them again", dl.digest, now - shunned[1])
+        self.session.readmit(meta.infohash_hex, dl.seeds)
+        return False
 
     def _set_stripes(self, dl: Download, meta: Metainfo, stripes: int, have: bytes) -> None:
         self.session.set_priorities(meta.infohash_hex, stripe_priorities(meta.num_pieces, dl.slot, stripes, have))

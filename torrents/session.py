@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import gevent
@@ -22,12 +23,13 @@ import gevent.event
 import gevent.select
 import libtorrent as lt
 
-from common.concurrency import Signal, in_thread
+from common.concurrency import in_thread
 from common.errors import DownloadError, NotFound
 from torrents.config import TorrentConfig
 from torrents.metainfo import Metainfo
 from torrents.settings import TICK_MS, ramp_bytes, session_settings
 from torrents.sockets import set_nodelay
+from torrents.state import Progress, Torrent
 
 log = logging.getLogger(__name__)
 
@@ -36,47 +38,6 @@ _NEW_SOCKETS = (lt.listen_succeeded_alert, lt.peer_connect_alert)
 # Seconds between looks for a torrent being added whose add_torrent_alert has not come (it
 # may have been dropped with others when the alert queue overflowed).
 ADD_WAIT = 1.0
-
-
-@dataclass(frozen=True)
-class Progress:
-    done: int = 0
-    total: int = 0
-    state: str = "starting"
-    peers: int = 0
-    seeds: int = 0
-    download_rate: int = 0
-    upload_rate: int = 0
-    uploaded: int = 0
-    downloaded: int = 0
-
-
-class _Torrent:
-    def __init__(self, meta: Metainfo):
-        self.handle = None  # libtorrent's, once it has the torrent (TorrentSession._add)
-        self.meta = meta
-        self.added = gevent.event.Event()  # set once the handle is, or the add failed
-        self.finished = gevent.event.Event()
-        self.moved = gevent.event.Event()
-        self.flushed = gevent.event.Event()
-        self.error: str | None = None
-        self.add_error: str | None = None
-        self.move_error: str | None = None
-        self.progress = Progress(total=meta.length)
-        self.last_progress_at = time.monotonic()
-        self.have = bytearray(meta.num_pieces)
-        self.arrived: list[int] = []  # the pieces in `have`, in the order they passed
-        self.changed = Signal()
-        self.reannounced_at = 0.0
-        self.urgent: set[int] = set()  # pieces given a deadline (prioritize)
-        # Pieces that failed libtorrent's hash check at least once: blocks of the bad copy
-        # may be in the file until the good copy's write lands over them. All of them, for
-        # all we know, once alerts were dropped.
-        self.hash_failed: set[int] = set()
-        self.alerts_lost = False
-
-    def notify(self) -> None:
-        self.changed.notify()
 
 
 class TorrentSession:
@@ -92,12 +53,13 @@ class TorrentSession:
         everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
         everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << lt.session.global_peer_class_id)
         self._ses.set_peer_class_filter(everyone)
-        self._torrents: dict[str, _Torrent] = {}
+        self._torrents: dict[str, Torrent] = {}
         self.counters = {"hash_failures": 0, "sent_payload_bytes": 0, "recv_payload_bytes": 0}
         # Payload after which a fresh session goes back to the usual tick (0: it never left it).
         self._ramp_bytes = ramp_bytes(cfg)
         self._stopped = False
         self._nodelay_seen: set[str] = set()
+        self._shunned: set[str] = set()  # addresses in the session's IP filter (`shun`)
         self._rfd, wfd = os.pipe()
         self._wfd = wfd
         for fd in (self._rfd, wfd):
@@ -148,7 +110,7 @@ class TorrentSession:
         if t.error:
             raise DownloadError(t.error)
 
-    def _check(self, t: _Torrent, stall_timeout: float, deadline: float) -> None:
+    def _check(self, t: Torrent, stall_timeout: float, deadline: float) -> None:
         if t.error:
             raise DownloadError(t.error)
         now = time.monotonic()
@@ -181,6 +143,31 @@ class TorrentSession:
         # agent); the binding lets go of the GIL meanwhile.
         peers = in_thread(t.handle.get_peer_info)
         return [p for p in peers if not p.flags & (lt.peer_info.connecting | lt.peer_info.handshake)]
+
+    def shun(self, infohash: str, hosts: set[str]) -> None:
+        """Drops this torrent's peers at `hosts` (IP addresses; anything else is left out)
+        and takes none from there until `readmit`: libtorrent's IP filter, applied to this
+        torrent alone, so other torrents keep those peers. A host sharing such an address
+        is dropped too."""
+        t = self._get(infohash)
+        hosts = {host for host in hosts if _is_ip(host)}
+        if not hosts:
+            return
+        if not hosts <= self._shunned:
+            self._shunned |= hosts
+            f = lt.ip_filter()
+            for host in self._shunned:
+                f.add_rule(host, host, 1)  # 1: blocked
+            self._ses.set_ip_filter(f)
+        t.handle.set_flags(lt.torrent_flags.apply_ip_filter)
+
+    def readmit(self, infohash: str, peers: list[tuple[str, int]]) -> None:
+        """Ends `shun` for this torrent and dials `peers` (its shunned peers, dropped from
+        libtorrent's peer list meanwhile) again."""
+        t = self._get(infohash)
+        t.handle.unset_flags(lt.torrent_flags.apply_ip_filter)
+        for peer in peers:
+            t.handle.connect_peer(peer)
 
     def have(self, infohash: str) -> bytes:
         """Which pieces of a torrent have passed their hash check (one byte each, 1 if so)."""
@@ -286,7 +273,7 @@ class TorrentSession:
                 os.close(fd)
 
     # Internals.
-    def _get(self, infohash: str) -> _Torrent:
+    def _get(self, infohash: str) -> Torrent:
         """The torrent, once libtorrent has it (waiting for `_add` if need be)."""
         t = self._torrents.get(infohash)
         if t is not None and t.handle is None:
@@ -297,7 +284,7 @@ class TorrentSession:
 
     def _add(self, meta: Metainfo, save_dir: Path, *, seed: bool, checked: bool = False,
              priorities: list[int] | None = None, sequential: bool = False,
-             peers: list[tuple[str, int]] = ()) -> _Torrent:
+             peers: list[tuple[str, int]] = ()) -> Torrent:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(lt.bdecode(meta.torrent()))
         atp.save_path = str(save_dir)
@@ -330,7 +317,7 @@ class TorrentSession:
             # Also dialled at libtorrent's next tick or its tracker's first answer, so a
             # download reaches its seeds even while the tracker's announce is slow or failing.
             atp.peers = list(peers)
-        t = _Torrent(meta)
+        t = Torrent(meta)
         if seed:
             t.finished.set()
             t.have[:] = b"\x01" * meta.num_pieces
@@ -392,7 +379,7 @@ class TorrentSession:
             self._ses.post_session_stats()
             gevent.sleep(self.cfg.progress_interval)
 
-    def _entry(self, alert) -> _Torrent | None:
+    def _entry(self, alert) -> Torrent | None:
         try:
             return self._torrents.get(str(alert.handle.info_hashes().v1))
         except RuntimeError:  # the handle outlived its torrent
@@ -487,3 +474,11 @@ class TorrentSession:
                 t.alerts_lost = True
         elif isinstance(alert, lt.listen_failed_alert):
             log.error("libtorrent cannot listen: %s", alert.message())
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -36,6 +36,9 @@ def session_settings(cfg: TorrentConfig, user_agent: str) -> dict:
         "min_announce_interval": cfg.min_announce_interval,
         # TCP only: uTP added 0.5-1 s per torrent here and has its own congestion control
         # that fights the rate limiter.
+        # The IP filter drops a torrent's peers at an origin's address (TorrentSession.shun),
+        # never its tracker, which may share that address.
+        "apply_ip_filter_to_trackers": False,
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
         # Several hosts may share an address behind NAT.

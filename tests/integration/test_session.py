@@ -16,6 +16,7 @@ from common.digest import Digest
 from common.errors import DownloadError
 from tests.integration.badpeer import CorruptPeer
 from tests.integration.helpers import tracker_in_thread
+from tests.servers import free_port
 from torrents import metainfo as mi
 from torrents.config import TorrentConfig
 from torrents.session import ADD_WAIT, TorrentSession
@@ -289,3 +290,50 @@ def test_a_torrent_whose_add_alert_is_lost_is_still_added(tmp_path):
         assert session._get(meta.infohash_hex).handle.is_valid()
     finally:
         session.stop()
+
+
+def _peer_hosts(session, infohash):
+    return {p.ip[0] for p in session._ses.find_torrent(lt.sha1_hash(bytes.fromhex(infohash))).get_peer_info()}
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0.05)
+
+
+def test_a_shunned_origin_is_dropped_from_that_torrent_alone_until_readmitted(tracker_url, tmp_path):
+    # An "origin" and an "agent" both seed blob A; the origin alone seeds blob B. The
+    # leecher, capped so that A takes a few seconds, shuns the origin for A: it keeps
+    # fetching A from the agent, and B from the origin. Readmitted, the origin is back.
+    cap = 1 << 20
+    origin = TorrentSession(TorrentConfig(listen_ip="127.0.0.61", port=free_port("127.0.0.61")), trackers=[tracker_url])
+    agent = TorrentSession(TorrentConfig(listen_ip="127.0.0.62", port=free_port("127.0.0.62")), trackers=[tracker_url])
+    leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.63", download_rate_limit=cap), trackers=[tracker_url])
+    try:
+        digest_a, meta_a = make_blob(tmp_path / "a", 6 << 20)
+        digest_b, meta_b = make_blob(tmp_path / "b", 1 << 20)
+        origin.seed(meta_a, tmp_path / "a")
+        agent.seed(meta_a, tmp_path / "a")
+        origin.seed(meta_b, tmp_path / "b")
+        at_origin = [("127.0.0.61", origin.cfg.port)]
+        a = meta_a.infohash_hex
+        leecher.start(meta_a, tmp_path / "dl", peers=at_origin + [("127.0.0.62", agent.cfg.port)])
+        _wait_for(lambda: {"127.0.0.61", "127.0.0.62"} <= _peer_hosts(leecher, a))
+        leecher.shun(a, {"127.0.0.61"})
+        _wait_for(lambda: _peer_hosts(leecher, a) == {"127.0.0.62"})
+        # Another torrent still takes the origin.
+        leecher.download(meta_b, tmp_path / "dl", timeout=30, stall_timeout=10)
+        assert Digest.of_file(tmp_path / "dl" / digest_b.hex) == digest_b
+        # Neither the tracker's answers nor the origin's own dials bring it back to A.
+        leecher.reannounce(a, min_interval=0)
+        gevent.sleep(1.0)
+        assert "127.0.0.61" not in _peer_hosts(leecher, a)
+        assert leecher.progress(a).done < meta_a.length, "the cap should keep A downloading a while"
+        leecher.readmit(a, at_origin)
+        _wait_for(lambda: "127.0.0.61" in _peer_hosts(leecher, a))
+        leecher.wait_finished(a, stall_timeout=10, deadline=time.monotonic() + 30)
+    finally:
+        for s in (origin, agent, leecher):
+            s.stop()

@@ -2,7 +2,7 @@
 
 import gevent
 
-from agent.downloader import Admission
+from agent.admission import Admission
 
 
 def _run(adm: Admission, ticket: int, large: bool, order: list, hold_for: float = 0.05, delay: float = 0.0):

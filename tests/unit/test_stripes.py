@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import gevent
 
+from agent import downloader as downloader_module
 from agent.downloader import Download, Downloader
 from agent.stripes import BANDS, REST, TOP, stripe_left, stripe_priorities
 from common.digest import Digest
@@ -55,12 +56,19 @@ def test_the_bands_split_only_what_is_left_of_the_stripe():
 
 class _Session:
     """What Downloader._restripe asks of the torrent session: a wave of four, pieces that
-    arrive when the test says, the priorities set."""
+    arrive when the test says, the priorities set, the origins shunned and readmitted."""
 
     def __init__(self, pieces: int):
         self.cfg = SimpleNamespace(progress_interval=0.001)
         self.pieces = bytearray(pieces)
         self.set: list[list[int]] = []
+        self.calls: list[tuple] = []
+
+    def shun(self, infohash, hosts):
+        self.calls.append(("shun", hosts))
+
+    def readmit(self, infohash, peers):
+        self.calls.append(("readmit", peers))
 
     def has(self, infohash):
         return True
@@ -73,6 +81,10 @@ class _Session:
 
     def set_priorities(self, infohash, priorities):
         self.set.append(list(priorities))
+
+    def wait_pieces(self, infohash, known, *, stall_timeout, deadline, timeout=None):
+        gevent.sleep(timeout)
+        return [i for i, had in enumerate(self.pieces) if had]
 
 
 def test_a_download_splits_its_bands_again_each_time_the_top_band_has_come():
@@ -172,3 +184,59 @@ def test_a_head_nobody_waits_for_any_more_is_not_asked_for():
     dl.done.set(None)
     job.join(timeout=1)
     assert session.asked == []
+
+
+def test_a_download_leaves_the_origins_once_its_stripe_is_here_and_asks_them_again_when_pieces_stop(monkeypatch):
+    monkeypatch.setattr(downloader_module, "ORIGIN_STALL", 0.2)
+    session = _Session(40)
+    downloader = Downloader.__new__(Downloader)
+    downloader.session = session
+    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
+    dl.slot = 1
+    dl.seeds = [("127.0.0.2", 6881), ("127.0.0.3", 6881)]
+    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
+    stripe = [1, 5, 9, 13, 17, 21, 25, 29, 33, 37]  # slot 1 of a wave of 4
+    others = [i for i in range(40) if i not in stripe]
+    job = gevent.spawn(downloader._restripe, dl, meta, 4)
+    try:
+        for index in stripe[:-1] + others[:10]:
+            session.pieces[index] = 1
+            gevent.sleep(0.01)
+        assert session.calls == []  # a piece of the stripe still to come
+        session.pieces[stripe[-1]] = 1
+        gevent.sleep(0.01)
+        assert session.calls == [("shun", {"127.0.0.2", "127.0.0.3"})]
+        for index in others[10:20]:  # the rest keeps coming from the other agents
+            session.pieces[index] = 1
+            gevent.sleep(0.05)
+        assert len(session.calls) == 1
+        gevent.sleep(0.3)  # nothing for longer than ORIGIN_STALL
+        assert session.calls[1:] == [("readmit", dl.seeds)]
+        gevent.sleep(0.1)
+        assert len(session.calls) == 2
+    finally:
+        dl.verified.set(True)
+        job.join(timeout=1)
+    assert job.dead
+
+
+def test_a_download_alone_keeps_the_origins():
+    session = _Session(40)
+    session.downloading_hosts = lambda infohash: 0
+    downloader = Downloader.__new__(Downloader)
+    downloader.session = session
+    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
+    dl.slot = 0
+    dl.seeds = [("127.0.0.2", 6881)]
+    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
+    job = gevent.spawn(downloader._restripe, dl, meta, 1)
+    try:
+        for index in range(39):
+            session.pieces[index] = 1
+            gevent.sleep(0.002)
+        gevent.sleep(0.05)
+        assert session.calls == []
+    finally:
+        dl.verified.set(True)
+        job.join(timeout=1)
+    assert job.dead
