@@ -30,6 +30,11 @@ agent's checked prefix grew in steps of a fifth, stood at 80-94 % when the last 
 arrived, and the rest (15-50 MiB) was read back, hashed and sent to the client after it
 (150-850 ms, N=20, S=256 MiB). With narrowing bands it stands at 96-99.7 % then, and the
 sha256 matches 2-200 ms after the last piece.
+
+Once its stripe is here, an agent leaves the origins to the agents still fetching theirs
+(`Downloader._spare_origins`): otherwise it asked the origins for pieces still on their way
+to their stripe's agent, and the origin sent them twice (650-800 duplicate blocks in the
+last 3-4 s of a 20-agent, 256 MiB run; 1.05 copies in all, now 1.01-1.02).
 """
 
 from __future__ import annotations
