@@ -25,7 +25,7 @@ import gevent.event
 from agent.admission import Admission
 from agent.config import DownloadConfig
 from agent.ondisk import OnDiskCheck, run_for
-from agent.stripes import BANDS, stripe_left, stripe_priorities
+from agent.stripes import BANDS, OriginSparing, stripe_left, stripe_priorities
 from common.concurrency import Signal, in_thread
 from common.digest import Digest
 from common.errors import DownloadError, NotFound, Pending
@@ -48,9 +48,9 @@ HEAD_PIECES = 1
 # agent had piece 0 after 0.63-0.69 s), and how often it looks.
 HEAD_HOLD = 2.0
 HEAD_POLL = 0.05
-# Seconds without a new piece after which a download that left the origins to others
-# (Downloader._spare_origins) asks them again.
-ORIGIN_STALL = 1.5
+# The window over which a download that left the origins to others watches its rate of
+# pieces: below half its rate when it left them, it asks them again (agent.stripes.OriginSparing).
+ORIGIN_WINDOW = 1.5
 # Most bytes a stream reads (and sends) in one go.
 STREAM_CHUNK = 4 << 20
 # Seconds before a piece that has not read back right yet is read again, doubling up to
@@ -375,7 +375,7 @@ class Downloader:
         stripes = 0
         left = 0  # the stripe's pieces still to come when its bands were last set
         origins = {host for host, _ in dl.seeds}
-        shunned = None  # (pieces had, when) while the origins are shunned; False once readmitted
+        sparing = OriginSparing(ORIGIN_WINDOW)
         known = 0  # pieces libtorrent has reported
         look = 0.0  # when to look at the peers next
         while not dl.verified.ready() and self.session.has(infohash):
@@ -396,33 +396,31 @@ class Downloader:
                             # The top band has come: new bands split what is left of the stripe.
                             self._set_stripes(dl, meta, stripes, have)
                             left = now_left
-                if stripes > 1 and origins and shunned is not False:
-                    shunned = self._spare_origins(dl, meta, stripes, have, origins, shunned)
+                if stripes > 1 and origins and not sparing.over:
+                    self._spare_origins(dl, meta, stripes, have, origins, sparing)
                 known = len(self.session.wait_pieces(infohash, known, stall_timeout=math.inf, deadline=math.inf,
                                                      timeout=max(0.0, look - time.monotonic())))
             except (RuntimeError, NotFound, DownloadError):  # the torrent went away or failed meanwhile
                 return
 
     def _spare_origins(self, dl: Download, meta: Metainfo, stripes: int, have: bytes, origins: set[str],
-                       shunned: tuple[int, float] | None) -> tuple[int, float] | None | bool:
+                       sparing: OriginSparing) -> None:
         """Once the download's own stripe is here, leaves the origins to the agents still
         fetching theirs: the rest of the blob comes from those agents as it reaches them.
         Otherwise an agent done with its stripe asked the origins for pieces still on their
-        way to their stripe's agent, and the origin sent them twice. Readmits the origins
-        when no piece has come for ORIGIN_STALL s (an agent gone, say)."""
-        got, now = sum(have), time.monotonic()
-        if shunned is None:
-            if stripe_left(meta.num_pieces, dl.slot, stripes, have):
-                return None
-            self.session.shun(meta.infohash_hex, origins)
-            return got, now
-        if got > shunned[0]:
-            return got, now
-        if now - shunned[1] < ORIGIN_STALL:
-            return shunned
-        log.info("%s: no piece for %.1fs without the origins: asking them again", dl.digest, now - shunned[1])
-        self.session.readmit(meta.infohash_hex, dl.seeds)
-        return False
+        way to their stripe's agent, and the origin sent them twice. Asks the origins again
+        when pieces come at less than half the rate they came before (OriginSparing)."""
+        now = time.monotonic()
+        sparing.note(now, sum(have))
+        if sparing.left_at is None:
+            if not stripe_left(meta.num_pieces, dl.slot, stripes, have):
+                sparing.leave(now)
+                self.session.shun(meta.infohash_hex, origins)
+        elif sparing.should_return(now):
+            log.info("%s: pieces came at %.1f/s without the origins, %.1f/s before: asking them again",
+                     dl.digest, sparing.recent_rate(now), sparing.rate)
+            sparing.over = True
+            self.session.readmit(meta.infohash_hex, dl.seeds)
 
     def _set_stripes(self, dl: Download, meta: Metainfo, stripes: int, have: bytes) -> None:
         self.session.set_priorities(meta.infohash_hex, stripe_priorities(meta.num_pieces, dl.slot, stripes, have))

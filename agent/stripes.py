@@ -39,6 +39,8 @@ last 3-4 s of a 20-agent, 256 MiB run; 1.05 copies in all, now 1.01-1.02).
 
 from __future__ import annotations
 
+import collections
+
 # libtorrent's piece priorities. 7 is left to the pieces a waiting stream needs first
 # (set_piece_deadline gives them 7; were the stripe at 7 too, the head piece would wait for
 # libtorrent's once-a-second time-critical pass: a lone agent's first byte came after 1.29 s
@@ -67,3 +69,35 @@ def stripe_priorities(num_pieces: int, slot: int, stripes: int, have: bytes | No
 def stripe_left(num_pieces: int, slot: int, stripes: int, have: bytes | None = None) -> list[int]:
     """The pieces of the stripe of `slot` in a wave of `stripes` not in `have`, in order."""
     return [i for i in range(slot % stripes, num_pieces, stripes) if have is None or not have[i]]
+
+
+class OriginSparing:
+    """When a download of a wave leaves the origins (its stripe is here) and when it asks
+    them again: once, over the last `window` s, it has received pieces at less than half
+    the rate it had as it left them. A dead agent (nothing comes) or a slow one (its stripe
+    reaches everyone at its own download rate) then costs a window, not the download."""
+
+    def __init__(self, window: float):
+        self.window = window
+        self.samples: collections.deque[tuple[float, int]] = collections.deque()  # (when, pieces had)
+        self.left_at: float | None = None  # when the origins were left
+        self.rate = 0.0  # pieces per second over the window before that
+        self.over = False  # readmitted: the origins stay
+
+    def note(self, now: float, got: int) -> None:
+        self.samples.append((now, got))
+        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()
+
+    def recent_rate(self, now: float) -> float:
+        """Pieces per second over (about) the last window."""
+        then, before = self.samples[0]
+        return (self.samples[-1][1] - before) / max(now - then, 1e-3)
+
+    def leave(self, now: float) -> None:
+        # At least a piece a window: with no rate known yet, nothing at all for a whole
+        # window still brings the origins back.
+        self.left_at, self.rate = now, max(self.recent_rate(now), 2 / self.window)
+
+    def should_return(self, now: float) -> bool:
+        return now - self.left_at >= self.window and self.recent_rate(now) * 2 < self.rate

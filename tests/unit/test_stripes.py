@@ -8,7 +8,7 @@ import gevent
 
 from agent import downloader as downloader_module
 from agent.downloader import Download, Downloader
-from agent.stripes import BANDS, REST, TOP, stripe_left, stripe_priorities
+from agent.stripes import BANDS, REST, TOP, OriginSparing, stripe_left, stripe_priorities
 from common.digest import Digest
 
 
@@ -186,38 +186,59 @@ def test_a_head_nobody_waits_for_any_more_is_not_asked_for():
     assert session.asked == []
 
 
-def test_a_download_leaves_the_origins_once_its_stripe_is_here_and_asks_them_again_when_pieces_stop(monkeypatch):
-    monkeypatch.setattr(downloader_module, "ORIGIN_STALL", 0.2)
-    session = _Session(40)
+def test_a_download_leaves_the_origins_once_its_stripe_is_here_and_asks_them_again_when_pieces_slow(monkeypatch):
+    monkeypatch.setattr(downloader_module, "ORIGIN_WINDOW", 0.2)
+    session = _Session(200)
     downloader = Downloader.__new__(Downloader)
     downloader.session = session
     dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
     dl.slot = 1
     dl.seeds = [("127.0.0.2", 6881), ("127.0.0.3", 6881)]
-    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
-    stripe = [1, 5, 9, 13, 17, 21, 25, 29, 33, 37]  # slot 1 of a wave of 4
-    others = [i for i in range(40) if i not in stripe]
+    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=200)
+    stripe = list(range(1, 200, 4))  # slot 1 of a wave of 4
+    others = iter(i for i in range(200) if i % 4 != 1)
     job = gevent.spawn(downloader._restripe, dl, meta, 4)
     try:
-        for index in stripe[:-1] + others[:10]:
+        for index in stripe[:-1]:  # about 100 pieces a second
             session.pieces[index] = 1
             gevent.sleep(0.01)
         assert session.calls == []  # a piece of the stripe still to come
         session.pieces[stripe[-1]] = 1
         gevent.sleep(0.01)
         assert session.calls == [("shun", {"127.0.0.2", "127.0.0.3"})]
-        for index in others[10:20]:  # the rest keeps coming from the other agents
-            session.pieces[index] = 1
-            gevent.sleep(0.05)
+        for _ in range(40):  # the rest keeps coming from the other agents, as fast
+            session.pieces[next(others)] = 1
+            gevent.sleep(0.01)
         assert len(session.calls) == 1
-        gevent.sleep(0.3)  # nothing for longer than ORIGIN_STALL
+        for _ in range(10):  # a fifth of that: the agent they come from is slow
+            session.pieces[next(others)] = 1
+            gevent.sleep(0.05)
         assert session.calls[1:] == [("readmit", dl.seeds)]
-        gevent.sleep(0.1)
+        for _ in range(10):  # and the origins stay
+            session.pieces[next(others)] = 1
+            gevent.sleep(0.05)
         assert len(session.calls) == 2
     finally:
         dl.verified.set(True)
         job.join(timeout=1)
     assert job.dead
+
+
+def test_origins_left_come_back_after_a_window_with_no_piece_even_with_no_rate_known():
+    sparing = OriginSparing(window=1.0)
+    sparing.note(10.0, 5)
+    sparing.leave(10.0)  # the first look found the stripe here: no rate yet
+    sparing.note(10.9, 5)
+    assert not sparing.should_return(10.9)
+    sparing.note(11.1, 5)
+    assert sparing.should_return(11.1)
+    # Pieces still coming, one every half window: not a stall.
+    sparing = OriginSparing(window=1.0)
+    sparing.note(10.0, 5)
+    sparing.leave(10.0)
+    for step in range(1, 5):
+        sparing.note(10.0 + step * 0.5, 5 + step)
+        assert not sparing.should_return(10.0 + step * 0.5)
 
 
 def test_a_download_alone_keeps_the_origins():
