@@ -166,8 +166,9 @@ class TorrentSession:
         libtorrent's peer list meanwhile) again."""
         t = self._get(infohash)
         t.handle.unset_flags(lt.torrent_flags.apply_ip_filter)
-        for peer in peers:
-            t.handle.connect_peer(peer)
+        for host, port in peers:
+            if _is_ip(host):
+                t.handle.connect_peer((host, port))
 
     def have(self, infohash: str) -> bytes:
         """Which pieces of a torrent have passed their hash check (one byte each, 1 if so)."""
