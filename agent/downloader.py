@@ -409,14 +409,15 @@ class Downloader:
         fetching theirs: the rest of the blob comes from those agents as it reaches them.
         Otherwise an agent done with its stripe asked the origins for pieces still on their
         way to their stripe's agent, and the origin sent them twice. Asks the origins again
-        when pieces come at less than half the rate they came before (OriginSparing)."""
+        when pieces stop, or slow while some piece is on no other agent (OriginSparing)."""
         now = time.monotonic()
         sparing.note(now, sum(have))
         if sparing.left_at is None:
             if not stripe_left(meta.num_pieces, dl.slot, stripes, have):
                 sparing.leave(now)
                 self.session.shun(meta.infohash_hex, origins)
-        elif sparing.should_return(now):
+        elif sparing.stalled(now) or (sparing.slowed(now)
+                                      and not self.session.held_elsewhere(meta.infohash_hex, origins)):
             log.info("%s: pieces came at %.1f/s without the origins, %.1f/s before: asking them again",
                      dl.digest, sparing.recent_rate(now), sparing.rate)
             sparing.over = True

@@ -136,6 +136,15 @@ class TorrentSession:
         return any(p.ip[0] not in exclude and (p.flags & lt.peer_info.seed or index < len(p.pieces) and p.pieces[index])
                    for p in self._settled_peers(infohash))
 
+    def held_elsewhere(self, infohash: str, exclude: set[str]) -> bool:
+        """Whether every piece this torrent lacks is on a connected peer at an address not in
+        `exclude` (a round trip to libtorrent's network thread)."""
+        t = self._get(infohash)
+        peers = [p for p in self._settled_peers(infohash) if p.ip[0] not in exclude]
+        if any(p.flags & lt.peer_info.seed for p in peers):
+            return True
+        return all(had or any(i < len(p.pieces) and p.pieces[i] for p in peers) for i, had in enumerate(t.have))
+
     def _settled_peers(self, infohash: str) -> list:
         """The torrent's connected peers past their handshake (libtorrent's peer_info)."""
         t = self._get(infohash)

@@ -331,6 +331,9 @@ def test_a_shunned_origin_is_dropped_from_that_torrent_alone_until_readmitted(tr
         gevent.sleep(1.0)
         assert "127.0.0.61" not in _peer_hosts(leecher, a)
         assert leecher.progress(a).done < meta_a.length, "the cap should keep A downloading a while"
+        # What A lacks is on the agent (a seed); leaving the agent out too, on no one.
+        assert leecher.held_elsewhere(a, {"127.0.0.61"})
+        assert not leecher.held_elsewhere(a, {"127.0.0.61", "127.0.0.62"})
         leecher.readmit(a, at_origin)
         _wait_for(lambda: "127.0.0.61" in _peer_hosts(leecher, a))
         leecher.wait_finished(a, stall_timeout=10, deadline=time.monotonic() + 30)

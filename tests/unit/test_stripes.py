@@ -63,12 +63,16 @@ class _Session:
         self.pieces = bytearray(pieces)
         self.set: list[list[int]] = []
         self.calls: list[tuple] = []
+        self.elsewhere = False  # whether the pieces it lacks are on other agents
 
     def shun(self, infohash, hosts):
         self.calls.append(("shun", hosts))
 
     def readmit(self, infohash, peers):
         self.calls.append(("readmit", peers))
+
+    def held_elsewhere(self, infohash, exclude):
+        return self.elsewhere
 
     def has(self, infohash):
         return True
@@ -210,7 +214,13 @@ def test_a_download_leaves_the_origins_once_its_stripe_is_here_and_asks_them_aga
             session.pieces[next(others)] = 1
             gevent.sleep(0.01)
         assert len(session.calls) == 1
-        for _ in range(10):  # a fifth of that: the agent they come from is slow
+        session.elsewhere = True
+        for _ in range(10):  # a fifth of that, but the pieces it lacks are on other agents: a busy swarm
+            session.pieces[next(others)] = 1
+            gevent.sleep(0.05)
+        assert len(session.calls) == 1
+        session.elsewhere = False
+        for _ in range(10):  # as slow, and some piece is on no other agent yet: a slow agent
             session.pieces[next(others)] = 1
             gevent.sleep(0.05)
         assert session.calls[1:] == [("readmit", dl.seeds)]
@@ -229,16 +239,42 @@ def test_origins_left_come_back_after_a_window_with_no_piece_even_with_no_rate_k
     sparing.note(10.0, 5)
     sparing.leave(10.0)  # the first look found the stripe here: no rate yet
     sparing.note(10.9, 5)
-    assert not sparing.should_return(10.9)
+    assert not sparing.stalled(10.9)
     sparing.note(11.1, 5)
-    assert sparing.should_return(11.1)
-    # Pieces still coming, one every half window: not a stall.
+    assert sparing.stalled(11.1)
+    # Pieces still coming, one every half window: neither a stall nor slower than before.
     sparing = OriginSparing(window=1.0)
     sparing.note(10.0, 5)
     sparing.leave(10.0)
     for step in range(1, 5):
         sparing.note(10.0 + step * 0.5, 5 + step)
-        assert not sparing.should_return(10.0 + step * 0.5)
+        assert not sparing.stalled(10.0 + step * 0.5)
+        assert not sparing.slowed(10.0 + step * 0.5)
+
+
+def test_a_download_with_a_stalled_wave_asks_the_origins_again_even_if_its_peers_claim_the_pieces(monkeypatch):
+    monkeypatch.setattr(downloader_module, "ORIGIN_WINDOW", 0.2)
+    session = _Session(40)
+    session.elsewhere = True  # peers that have the pieces, and send nothing
+    downloader = Downloader.__new__(Downloader)
+    downloader.session = session
+    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
+    dl.slot = 1
+    dl.seeds = [("127.0.0.2", 6881)]
+    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
+    job = gevent.spawn(downloader._restripe, dl, meta, 4)
+    try:
+        for index in range(1, 40, 4):
+            session.pieces[index] = 1
+            gevent.sleep(0.01)
+        gevent.sleep(0.01)
+        assert session.calls == [("shun", {"127.0.0.2"})]
+        gevent.sleep(0.4)
+        assert session.calls[1:] == [("readmit", dl.seeds)]
+    finally:
+        dl.verified.set(True)
+        job.join(timeout=1)
+    assert job.dead
 
 
 def test_a_download_alone_keeps_the_origins():
