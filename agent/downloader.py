@@ -416,7 +416,7 @@ class Downloader:
             if not stripe_left(meta.num_pieces, dl.slot, stripes, have):
                 sparing.leave(now)
                 self.session.shun(meta.infohash_hex, origins)
-        elif sparing.stalled(now) or (sparing.slowed(now)
+        elif sparing.stalled(now) or (sparing.slowed(now) and sparing.may_look(now)
                                       and not self.session.held_elsewhere(meta.infohash_hex, origins)):
             log.info("%s: pieces came at %.1f/s without the origins, %.1f/s before: asking them again",
                      dl.digest, sparing.recent_rate(now), sparing.rate)

@@ -87,6 +87,7 @@ class OriginSparing:
         self.left_at: float | None = None  # when the origins were left
         self.rate = 0.0  # pieces per second over the window before that
         self.over = False  # readmitted: the origins stay
+        self.looked = float("-inf")  # when the peers' pieces were last looked at (`may_look`)
 
     def note(self, now: float, got: int) -> None:
         self.samples.append((now, got))
@@ -106,6 +107,15 @@ class OriginSparing:
     def stalled(self, now: float) -> bool:
         """No piece at all over the last window since the origins were left."""
         return now - self.left_at >= self.window and self.samples[-1][1] == self.samples[0][1]
+
+    def may_look(self, now: float) -> bool:
+        """Whether to look at the peers' pieces now: at most three times a window, as a
+        busy swarm can stay slow for seconds (a round trip to libtorrent's network thread
+        and a pass over every piece of every peer each time)."""
+        if now - self.looked < self.window / 3:
+            return False
+        self.looked = now
+        return True
 
     def slowed(self, now: float) -> bool:
         """Pieces over the last window at under half the rate before the origins were left."""

@@ -64,6 +64,7 @@ class _Session:
         self.set: list[list[int]] = []
         self.calls: list[tuple] = []
         self.elsewhere = False  # whether the pieces it lacks are on other agents
+        self.looks = 0  # calls to held_elsewhere
 
     def shun(self, infohash, hosts):
         self.calls.append(("shun", hosts))
@@ -72,6 +73,7 @@ class _Session:
         self.calls.append(("readmit", peers))
 
     def held_elsewhere(self, infohash, exclude):
+        self.looks += 1
         return self.elsewhere
 
     def has(self, infohash):
@@ -219,6 +221,7 @@ def test_a_download_leaves_the_origins_once_its_stripe_is_here_and_asks_them_aga
             session.pieces[next(others)] = 1
             gevent.sleep(0.05)
         assert len(session.calls) == 1
+        assert 1 <= session.looks <= 9  # at most three looks a window (0.2 s), not one per piece
         session.elsewhere = False
         for _ in range(10):  # as slow, and some piece is on no other agent yet: a slow agent
             session.pieces[next(others)] = 1
