@@ -118,6 +118,11 @@ class Download:
             self._checked_changed.wait(timeout=1.0)
 
     @property
+    def origins(self) -> set[str]:
+        """The addresses of the origins seeding the blob."""
+        return {host for host, _ in self.seeds}
+
+    @property
     def infohash(self) -> str | None:
         return self.meta.value.infohash_hex if self.meta.successful() else None
 
@@ -226,7 +231,7 @@ class Downloader:
         at the start of the run, when the origin's upload is what the swarm waits on)."""
         infohash = meta.infohash_hex
         if dl.slot:
-            origins = {host for host, _ in dl.seeds}
+            origins = dl.origins
             until = time.monotonic() + HEAD_HOLD
             while time.monotonic() < until:
                 if dl.done.ready() or not self.session.has(infohash):
@@ -236,11 +241,11 @@ class Downloader:
                 try:
                     if self.session.others_have(infohash, pieces[0], origins):
                         break
-                except RuntimeError:  # the torrent went away meanwhile
+                except (RuntimeError, NotFound):  # the torrent went away meanwhile
                     return
                 gevent.sleep(HEAD_POLL)
         if not dl.done.ready() and self.session.has(infohash):
-            with contextlib.suppress(RuntimeError):  # the torrent went away meanwhile
+            with contextlib.suppress(RuntimeError, NotFound):  # the torrent went away meanwhile
                 self.session.prioritize(infohash, pieces)
 
     def _metainfo(self, namespace: str, digest: Digest) -> ForDownload:
@@ -374,7 +379,7 @@ class Downloader:
         infohash = meta.infohash_hex
         stripes = 0
         left = 0  # the stripe's pieces still to come when its bands were last set
-        origins = {host for host, _ in dl.seeds}
+        origins = dl.origins
         sparing = OriginSparing(ORIGIN_WINDOW)
         known = 0  # pieces libtorrent has reported
         look = 0.0  # when to look at the peers next

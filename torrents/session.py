@@ -131,27 +131,25 @@ class TorrentSession:
 
     def others_have(self, infohash: str, index: int, exclude: set[str]) -> bool:
         """Whether a connected peer at an address not in `exclude` has piece `index` (a
-        round trip to libtorrent's network thread). A peer whose bitfield has not come yet
-        has nothing."""
-        return any(p.ip[0] not in exclude and (p.flags & lt.peer_info.seed or index < len(p.pieces) and p.pieces[index])
-                   for p in self._settled_peers(infohash))
+        round trip to libtorrent's network thread)."""
+        return any(_has(p, index) for p in self._settled_peers(infohash, exclude))
 
     def held_elsewhere(self, infohash: str, exclude: set[str]) -> bool:
         """Whether every piece this torrent lacks is on a connected peer at an address not in
         `exclude` (a round trip to libtorrent's network thread)."""
         t = self._get(infohash)
-        peers = [p for p in self._settled_peers(infohash) if p.ip[0] not in exclude]
-        if any(p.flags & lt.peer_info.seed for p in peers):
-            return True
-        return all(had or any(i < len(p.pieces) and p.pieces[i] for p in peers) for i, had in enumerate(t.have))
+        peers = self._settled_peers(infohash, exclude)
+        return all(had or any(_has(p, i) for p in peers) for i, had in enumerate(t.have))
 
-    def _settled_peers(self, infohash: str) -> list:
-        """The torrent's connected peers past their handshake (libtorrent's peer_info)."""
+    def _settled_peers(self, infohash: str, exclude: set[str] = frozenset()) -> list:
+        """The torrent's connected peers past their handshake (libtorrent's peer_info), but
+        those at an address in `exclude`."""
         t = self._get(infohash)
         # In the pool, as it waits on the network thread (12 ms per call measured on a busy
         # agent); the binding lets go of the GIL meanwhile.
         peers = in_thread(t.handle.get_peer_info)
-        return [p for p in peers if not p.flags & (lt.peer_info.connecting | lt.peer_info.handshake)]
+        return [p for p in peers
+                if not p.flags & (lt.peer_info.connecting | lt.peer_info.handshake) and p.ip[0] not in exclude]
 
     def shun(self, infohash: str, hosts: set[str]) -> None:
         """Drops this torrent's peers at `hosts` (IP addresses; anything else is left out)
@@ -492,3 +490,9 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _has(peer, index: int) -> bool:
+    """Whether a peer (libtorrent's peer_info) has piece `index`; one whose bitfield has not
+    come yet has nothing."""
+    return bool(peer.flags & lt.peer_info.seed or index < len(peer.pieces) and peer.pieces[index])
