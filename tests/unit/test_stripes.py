@@ -1,6 +1,7 @@
 """agent.stripes: a wave's agents put disjoint stripes of pieces first, front first, in
 bands that narrow as the stripe arrives."""
 
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,16 +94,29 @@ class _Session:
         return [i for i, had in enumerate(self.pieces) if had]
 
 
-def test_a_download_splits_its_bands_again_each_time_the_top_band_has_come():
-    session = _Session(40)
+@contextlib.contextmanager
+def _restriping(session, slot: int, guess: int, seeds=()):
+    """Downloader._restripe running against `session` for a download in `slot` that
+    guessed a wave of `guess`; stopped, and checked to have ended, on leaving."""
     downloader = Downloader.__new__(Downloader)
     downloader.session = session
     dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
-    dl.slot = 1
-    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
-    stripe = [1, 5, 9, 13, 17, 21, 25, 29, 33, 37]  # slot 1 of a wave of 4
-    job = gevent.spawn(downloader._restripe, dl, meta, 2)  # guessed a wave of 2 at first
+    dl.slot = slot
+    dl.seeds = list(seeds)
+    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=len(session.pieces))
+    job = gevent.spawn(downloader._restripe, dl, meta, guess)
     try:
+        yield dl
+    finally:
+        dl.verified.set(True)
+        job.join(timeout=1)
+    assert job.dead
+
+
+def test_a_download_splits_its_bands_again_each_time_the_top_band_has_come():
+    session = _Session(40)
+    stripe = [1, 5, 9, 13, 17, 21, 25, 29, 33, 37]  # slot 1 of a wave of 4
+    with _restriping(session, slot=1, guess=2) as dl:  # guessed a wave of 2 at first
         gevent.sleep(0.05)
         assert len(session.set) == 1 and dl.stripes == 4
         assert [session.set[0][i] for i in stripe] == [6, 6, 5, 5, 4, 4, 3, 3, 2, 2]
@@ -118,10 +132,6 @@ def test_a_download_splits_its_bands_again_each_time_the_top_band_has_come():
             session.pieces[index] = 1
         gevent.sleep(0.05)
         assert [session.set[-1][i] for i in left[6:]] == [6, 4]
-    finally:
-        dl.verified.set(True)
-        job.join(timeout=1)
-    assert job.dead
 
 
 class _HeadSession:
@@ -195,16 +205,9 @@ def test_a_head_nobody_waits_for_any_more_is_not_asked_for():
 def test_a_download_leaves_the_origins_once_its_stripe_is_here_and_asks_them_again_when_pieces_slow(monkeypatch):
     monkeypatch.setattr(downloader_module, "ORIGIN_WINDOW", 0.2)
     session = _Session(200)
-    downloader = Downloader.__new__(Downloader)
-    downloader.session = session
-    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
-    dl.slot = 1
-    dl.seeds = [("127.0.0.2", 6881), ("127.0.0.3", 6881)]
-    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=200)
     stripe = list(range(1, 200, 4))  # slot 1 of a wave of 4
     others = iter(i for i in range(200) if i % 4 != 1)
-    job = gevent.spawn(downloader._restripe, dl, meta, 4)
-    try:
+    with _restriping(session, slot=1, guess=4, seeds=[("127.0.0.2", 6881), ("127.0.0.3", 6881)]) as dl:
         for index in stripe[:-1]:  # about 100 pieces a second
             session.pieces[index] = 1
             gevent.sleep(0.01)
@@ -231,10 +234,6 @@ def test_a_download_leaves_the_origins_once_its_stripe_is_here_and_asks_them_aga
             session.pieces[next(others)] = 1
             gevent.sleep(0.05)
         assert len(session.calls) == 2
-    finally:
-        dl.verified.set(True)
-        job.join(timeout=1)
-    assert job.dead
 
 
 def test_origins_left_come_back_after_a_window_with_no_piece_even_with_no_rate_known():
@@ -259,14 +258,7 @@ def test_a_download_with_a_stalled_wave_asks_the_origins_again_even_if_its_peers
     monkeypatch.setattr(downloader_module, "ORIGIN_WINDOW", 0.2)
     session = _Session(40)
     session.elsewhere = True  # peers that have the pieces, and send nothing
-    downloader = Downloader.__new__(Downloader)
-    downloader.session = session
-    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
-    dl.slot = 1
-    dl.seeds = [("127.0.0.2", 6881)]
-    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
-    job = gevent.spawn(downloader._restripe, dl, meta, 4)
-    try:
+    with _restriping(session, slot=1, guess=4, seeds=[("127.0.0.2", 6881)]) as dl:
         for index in range(1, 40, 4):
             session.pieces[index] = 1
             gevent.sleep(0.01)
@@ -274,29 +266,14 @@ def test_a_download_with_a_stalled_wave_asks_the_origins_again_even_if_its_peers
         assert session.calls == [("shun", {"127.0.0.2"})]
         gevent.sleep(0.4)
         assert session.calls[1:] == [("readmit", dl.seeds)]
-    finally:
-        dl.verified.set(True)
-        job.join(timeout=1)
-    assert job.dead
 
 
 def test_a_download_alone_keeps_the_origins():
     session = _Session(40)
     session.downloading_hosts = lambda infohash: 0
-    downloader = Downloader.__new__(Downloader)
-    downloader.session = session
-    dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
-    dl.slot = 0
-    dl.seeds = [("127.0.0.2", 6881)]
-    meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=40)
-    job = gevent.spawn(downloader._restripe, dl, meta, 1)
-    try:
+    with _restriping(session, slot=0, guess=1, seeds=[("127.0.0.2", 6881)]):
         for index in range(39):
             session.pieces[index] = 1
             gevent.sleep(0.002)
         gevent.sleep(0.05)
         assert session.calls == []
-    finally:
-        dl.verified.set(True)
-        job.join(timeout=1)
-    assert job.dead
