@@ -60,6 +60,9 @@ class OriginTorrentConfig(TorrentConfig):
     # out 0.01-0.015 lower (N=10, S=64 MiB: 0.842, 0.834 against 0.855, 0.845) and the
     # unlimited N=20 swarm 190 and 207 MiB/s against 207 and 226.
     read_ahead_bytes: int = 1 << 20
+    # An origin only seeds: it hangs up on agents once they have the whole blob, so its
+    # connections follow the agents still downloading (TorrentConfig).
+    close_redundant_connections: bool = True
 
 
 @dataclass(frozen=True)

@@ -43,5 +43,16 @@ class TorrentConfig:
     # libtorrent's tick (ms) while a capped session is fresh (torrents.settings.RAMP_SECONDS);
     # 0 keeps the usual 50 ms throughout.
     fresh_tick_ms: int = 10
+    # Hang up on a peer once neither end needs the other (libtorrent's
+    # close_redundant_connections). Off, for agents: libtorrent 2.0-2.1 hangs up on a peer
+    # whose HAVE completes its blob (it turned seed) before looking at whether that piece
+    # is one this end still lacks (peer_connection::incoming_have), so when an agent got
+    # the last piece of its stripe from the origin, every agent still missing that piece
+    # dropped it. They waited for the origins (readmitted after agent.downloader's
+    # ORIGIN_WINDOW), and the blob came 1.5-3 s late (N=10, 256 MiB at 8 MiB/s: the
+    # clients' last byte 2-3 s after the swarm's last block). Connections no end needs
+    # then stay open until libtorrent's inactivity_timeout (10 min), which it enforces as
+    # the session nears connections_limit. Origins only seed: OriginTorrentConfig.
+    close_redundant_connections: bool = False
     # Raw libtorrent settings_pack overrides, for tuning without a code change.
     settings: dict = field(default_factory=dict)

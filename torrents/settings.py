@@ -56,6 +56,7 @@ def session_settings(cfg: TorrentConfig, user_agent: str) -> dict:
         "max_allowed_in_request_queue": cfg.max_peer_requests,
         "aio_threads": cfg.disk_threads,
         "unchoke_slots_limit": cfg.unchoke_slots,
+        "close_redundant_connections": cfg.close_redundant_connections,
         # libtorrent picks the first 4 pieces at random, ignoring piece priorities; that
         # breaks the stripes of a wave (agent.stripes): each agent's 4 random pieces were
         # also on another agent's stripe, and the origin sent both.

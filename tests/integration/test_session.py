@@ -14,6 +14,7 @@ import pytest
 
 from common.digest import Digest
 from common.errors import DownloadError
+from origin.config import OriginTorrentConfig
 from tests.integration.badpeer import CorruptPeer
 from tests.integration.helpers import tracker_in_thread
 from tests.servers import free_port
@@ -339,4 +340,43 @@ def test_a_shunned_origin_is_dropped_from_that_torrent_alone_until_readmitted(tr
         leecher.wait_finished(a, stall_timeout=10, deadline=time.monotonic() + 30)
     finally:
         for s in (origin, agent, leecher):
+            s.stop()
+
+
+@pytest.mark.parametrize("close_redundant", [False, True])
+def test_an_agent_keeps_a_peer_whose_last_piece_is_the_one_it_lacks(tmp_path, close_redundant):
+    # Agents A and B both have all of a blob but its last piece, and are connected; B knows
+    # no one else. A then fetches that piece from the origin, turning seed. libtorrent
+    # (2.0-2.1) with close_redundant_connections hangs up on a peer whose HAVE makes it a
+    # seed before it looks at whether it needs that piece: B drops A and never gets it.
+    # Agents run with it off (TorrentConfig); True shows the failure the setting avoids.
+    ips = ("127.0.0.64", "127.0.0.65", "127.0.0.66")
+    origin = TorrentSession(OriginTorrentConfig(listen_ip=ips[0], port=free_port(ips[0])), trackers=[])
+    a, b = (TorrentSession(TorrentConfig(listen_ip=ip, port=free_port(ip), close_redundant_connections=close_redundant),
+                           trackers=[]) for ip in ips[1:])
+    try:
+        digest, meta = make_blob(tmp_path / "origin", 1 << 20)
+        origin.seed(meta, tmp_path / "origin")
+        start, length = meta.piece_span(meta.num_pieces - 1)
+        data = bytearray((tmp_path / "origin" / digest.hex).read_bytes())
+        data[start:start + length] = bytes(length)
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / digest.hex).write_bytes(data)
+        ih = meta.infohash_hex
+        a.start(meta, tmp_path / "a")
+        b.start(meta, tmp_path / "b", peers=[(ips[1], a.cfg.port)])
+        _wait_for(lambda: ips[1] in _peer_hosts(b, ih) and ips[2] in _peer_hosts(a, ih))
+        _wait_for(lambda: sum(b.have(ih)) == sum(a.have(ih)) == meta.num_pieces - 1)
+        a.readmit(ih, [(ips[0], origin.cfg.port)])  # dials the origin
+        a.wait_finished(ih, stall_timeout=10, deadline=time.monotonic() + 10)
+        if close_redundant:
+            _wait_for(lambda: ips[1] not in _peer_hosts(b, ih))
+            gevent.sleep(1.0)
+            assert sum(b.have(ih)) == meta.num_pieces - 1
+        else:
+            b.wait_finished(ih, stall_timeout=10, deadline=time.monotonic() + 10)
+            assert Digest.of_file(tmp_path / "b" / digest.hex) == digest
+    finally:
+        for s in (origin, a, b):
             s.stop()
