@@ -73,7 +73,7 @@ class WriteBackQueue:
         self.uploaded = 0
         self.skipped = 0
         with closing(self._db()) as db, db:
-            db.execute("PRAGMA journal_mode=WAL")
+            use_wal(db)
             db.execute(_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
@@ -209,3 +209,20 @@ class WriteBackQueue:
         deadline = time.monotonic() + seconds
         while not self.wakeup.is_set() and time.monotonic() < deadline:
             sleep(min(0.1, seconds))
+
+
+def use_wal(db: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Switches `db` to write-ahead logging (it stays so in the file). Processes opening a
+    fresh database at once, such as a component's gunicorn workers, can each hold a read
+    lock while asking for the write lock the switch needs; SQLite then fails one of them at
+    once with "database is locked" instead of waiting out the busy timeout (a build-index
+    worker died of it at boot). That one tries again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
