@@ -48,8 +48,8 @@ def test_agent_gets_blob_from_another_agent_while_origins_are_paused(cluster, tm
     finally:
         for name in origins:
             cluster.resume(name)
-        # The next tests expect origins that answer at once: a resumed one took up to a
-        # second to (session 17).
+        # The next tests expect origins that answer at once; one just resumed took up to a
+        # second to answer (session 17).
         cluster.wait_healthy(30, names=origins)
     assert metric(second, "kraken_torrent_recv_payload_bytes") >= len(data)
 
