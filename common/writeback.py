@@ -4,13 +4,17 @@ Every blob an origin commits and every tag build-index stores is queued here, in
 local disk, before the client hears success; a worker copies each item to the namespace's
 backend, retrying with exponential backoff while the backend is down. The queue survives
 restarts, and several processes may share one file: an item is leased before it is
-worked on, so two workers never upload it at once. Items the backend already holds are
-skipped (one stat instead of an upload)."""
+worked on, so two workers never upload it at once. A lease names the process holding it,
+and one held by a process that has died (killed mid-upload, or stopped between claiming
+an item and recording its failure) is taken over at once rather than when it runs out.
+Items the backend already holds are skipped (one stat instead of an upload)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -34,6 +38,7 @@ CREATE TABLE IF NOT EXISTS writeback (
     lease_until REAL NOT NULL DEFAULT 0,
     last_error  TEXT NOT NULL DEFAULT '',
     created     REAL NOT NULL,
+    lease_owner TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (namespace, key)
 )
 """
@@ -75,6 +80,13 @@ class WriteBackQueue:
         with closing(self._db()) as db, db:
             use_wal(db)
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(writeback)")}
+            if "lease_owner" not in columns:  # a queue file from before owners were recorded
+                try:
+                    db.execute("ALTER TABLE writeback ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''")
+                except sqlite3.OperationalError as exc:  # another opener added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _db(self) -> sqlite3.Connection:
         # Autocommit; the one multi-statement step (claiming) opens its own transaction.
@@ -91,7 +103,7 @@ class WriteBackQueue:
             db.execute(
                 "INSERT INTO writeback (namespace, key, payload, next_at, created) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (namespace, key) DO UPDATE SET payload = excluded.payload, next_at = excluded.next_at, "
-                "attempts = 0, lease_until = 0",
+                "attempts = 0, lease_until = 0, lease_owner = ''",
                 (namespace, key, payload, now, now),
             )
         self.wakeup.set()
@@ -113,14 +125,16 @@ class WriteBackQueue:
         with closing(self._db()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
+                orphans = _dead_owners(db, now)
                 row = db.execute(
-                    "SELECT namespace, key, payload, attempts FROM writeback "
-                    "WHERE next_at <= ? AND lease_until <= ? ORDER BY next_at LIMIT 1", (now, now)).fetchone()
+                    "SELECT namespace, key, payload, attempts FROM writeback WHERE next_at <= ? AND "
+                    f"(lease_until <= ? OR lease_owner IN ({','.join('?' * len(orphans))})) "
+                    "ORDER BY next_at LIMIT 1", (now, now, *orphans)).fetchone()
                 if row is None:
                     db.execute("COMMIT")
                     return None
-                db.execute("UPDATE writeback SET lease_until = ? WHERE namespace = ? AND key = ?",
-                           (now + self.lease, row[0], row[1]))
+                db.execute("UPDATE writeback SET lease_until = ?, lease_owner = ? WHERE namespace = ? AND key = ?",
+                           (now + self.lease, process_id(), row[0], row[1]))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -138,7 +152,7 @@ class WriteBackQueue:
         delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
         with closing(self._db()) as db, db:
             db.execute(
-                "UPDATE writeback SET attempts = ?, next_at = ?, lease_until = 0, last_error = ? "
+                "UPDATE writeback SET attempts = ?, next_at = ?, lease_until = 0, lease_owner = '', last_error = ? "
                 "WHERE namespace = ? AND key = ?",
                 (attempts, self.clock() + delay, error[:500], item.namespace, item.key))
         return delay
@@ -184,7 +198,10 @@ class WriteBackQueue:
 
     def next_due(self) -> float | None:
         with closing(self._db()) as db:
-            row = db.execute("SELECT MIN(MAX(next_at, lease_until)) FROM writeback").fetchone()
+            orphans = _dead_owners(db, self.clock())
+            row = db.execute(
+                f"SELECT MIN(CASE WHEN lease_owner IN ({','.join('?' * len(orphans))}) THEN next_at "
+                "ELSE MAX(next_at, lease_until) END) FROM writeback", orphans).fetchone()
         return row[0]
 
     def run(self, sleep: Callable[[float], None] = time.sleep, idle: float = 5.0) -> None:
@@ -226,3 +243,49 @@ def use_wal(db: sqlite3.Connection, timeout: float = 30.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def process_id() -> str:
+    """This process, as a lease names it: host, pid and the pid's start time (so a later
+    process that was given the same pid is not taken for the one that held the lease)."""
+    pid = os.getpid()
+    stat = _stat(pid)
+    return f"{socket.gethostname()}:{pid}:{stat[1] if stat else ''}"
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of a running process, from /proc; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # Fields 3 and 22, counted after the command name, which may itself hold spaces.
+            fields = f.read().rpartition(b")")[2].split()
+        return fields[0].decode(), fields[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process a lease names still runs. Owners on another host (a queue file on
+    shared storage) or in an unknown format count as alive: their lease runs its course."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
+        return True
+    pid, started = int(parts[1]), parts[2]
+    if not started:  # no /proc when the lease was taken
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    stat = _stat(pid)
+    # A zombie (killed, not yet reaped) holds its pid but will never finish the upload.
+    return stat is not None and stat[1] == started and stat[0] not in ("Z", "X")
+
+
+def _dead_owners(db: sqlite3.Connection, now: float) -> list[str]:
+    """Owners of leases not yet run out whose processes are gone."""
+    owners = db.execute("SELECT DISTINCT lease_owner FROM writeback WHERE lease_until > ? AND lease_owner != ''",
+                        (now,)).fetchall()
+    return [owner for (owner,) in owners if not _alive(owner)]

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import subprocess
+import sys
 import threading
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from common.backends import BackendError, Manager, NotFound, create, keys
 from common.digest import Digest
-from common.writeback import WriteBackQueue, use_wal
+from common.writeback import WriteBackQueue, _alive, process_id, use_wal
 
 
 class Clock:
@@ -155,6 +159,64 @@ def test_two_workers_never_upload_the_same_item(setup, tmp_path):
         t.join(30)
     assert backend.uploads == 30
     assert queue.pending() == 0
+
+
+_HOLDER = """
+import sys
+from common.backends import Manager
+from common.writeback import WriteBackQueue
+queue = WriteBackQueue(sys.argv[1], Manager([]), clock=lambda: float(sys.argv[2]))
+print(queue._claim().key, flush=True)
+sys.stdin.read()  # holds the lease until told to go, then exits without recording anything
+"""
+
+
+def test_an_item_leased_by_a_process_that_died_is_taken_over_at_once(setup, tmp_path):
+    """A worker killed between claiming an item and recording the outcome (a build-index
+    restarted while its backend was down) left the item leased for 10 minutes; the write-back
+    of a tag waited that long in CI. A lease names its process, and a dead one's is void."""
+    queue, backend, blobs, clock, *_ = setup
+    key = add_blob(blobs, b"leased by a worker that dies")
+    queue.enqueue("ns", key)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / "wb.sqlite"), str(clock.now)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout.readline().strip() == key
+        # While the holder lives, its lease stands.
+        assert not queue.process_one()
+        assert queue.next_due() == clock.now + queue.lease
+    finally:
+        holder.communicate("", timeout=30)
+    assert queue.next_due() == clock.now
+    assert queue.process_one()
+    assert backend.inner.get_bytes("ns", key) == b"leased by a worker that dies"
+    assert queue.pending() == 0
+
+
+def test_lease_owners_that_cannot_be_judged_count_as_alive():
+    assert _alive(process_id())
+    assert _alive("another-host:1:1")  # a queue on shared storage: the lease runs its course
+    assert _alive("not an owner")
+    gone = subprocess.run([sys.executable, "-c", "from common.writeback import process_id; print(process_id())"],
+                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    assert not _alive(gone.stdout.strip())
+    host, pid, started = process_id().split(":")
+    assert not _alive(f"{host}:{pid}:{int(started) + 1}")  # the same pid, given to a later process
+
+
+def test_a_queue_file_from_before_lease_owners_is_carried_on(setup, tmp_path):
+    _, backend, blobs, clock, manager, opener = setup
+    key = add_blob(blobs, b"queued by an older version")
+    path = tmp_path / "old.sqlite"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE writeback (namespace TEXT NOT NULL, key TEXT NOT NULL, payload BLOB, "
+                   "attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, lease_until REAL NOT NULL DEFAULT 0, "
+                   "last_error TEXT NOT NULL DEFAULT '', created REAL NOT NULL, PRIMARY KEY (namespace, key))")
+        db.execute("INSERT INTO writeback (namespace, key, next_at, created) VALUES ('ns', ?, 0, 0)", (key,))
+    queue = WriteBackQueue(path, manager, opener, clock=clock)
+    assert queue.process_one()
+    assert backend.inner.get_bytes("ns", key) == b"queued by an older version"
 
 
 class _Locked:
