@@ -142,7 +142,8 @@ def _piece_state(session: TorrentSession, infohash: str) -> str:
     peers = [(p.ip, "seed" if p.flags & lt.peer_info.seed else p.num_pieces, p.download_queue_length,
               p.num_hashfails, bool(p.flags & lt.peer_info.interesting), bool(p.flags & lt.peer_info.remote_choked))
              for p in handle.get_peer_info()]
-    return f"missing pieces {missing}, download queue {queue}, peers (ip, pieces, queue, hashfails, interested, choked) {peers}"
+    return (f"missing pieces {missing}, download queue {queue}, "
+            f"peers (ip, pieces, queue, hashfails, interested, choked) {peers}")
 
 
 def _tcp_sockets(ips: set[str]) -> list[tuple[str, bool, int]]:
