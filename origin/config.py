@@ -49,10 +49,6 @@ class OriginTorrentConfig(TorrentConfig):
     # through an agent (bench-registry layout), median ratio to docker-registry 1.41x with 1
     # thread against 1.50x with 10. Raise it for blobs on disks with real seek latency.
     disk_threads: int = 1
-    # Send to every agent at once, at an equal share each. With libtorrent's 8 slots, 8 of
-    # 10 agents got about 10 MiB of a 64 MiB blob from the origin and 2 about 1 MiB, so
-    # the 8 ran past their stripes (agent.stripes) into pieces others were fetching.
-    unchoke_slots: int = -1
     # An agent's first blocks came disk, send, disk, send. Two sessions, 1 MiB, direct
     # dial: 8.2-8.5 ms to finish with 1 MiB of read-ahead against 9.7-10.8 ms; cold 1 MiB
     # through an agent, median agent/direct ratio 5.34 and 5.49 against 5.41 and 5.70.
