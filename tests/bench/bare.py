@@ -5,6 +5,7 @@ limiter. None of kraken's code is on the path except the metainfo builder, so th
 what libtorrent itself reaches on this machine with the settings kraken uses.
 
     .venv/bin/python -m tests.bench.bare [--agents 20] [--size 256] [--rate 8] [--seeder-queue 2000]
+                                         [--unchoke-slots 8]
                                          [--link limiter|netns]
 
 `--link netns` puts the seeder and each leecher in a network namespace of its own behind a
@@ -84,6 +85,7 @@ def run_peer(args) -> None:
         # The tuned settings of LIBTORRENT-NOTES (kraken uses the same).
         "tick_interval": 50, "whole_pieces_threshold": 0, "request_queue_time": 1,
         "max_allowed_in_request_queue": args.queue,
+        "unchoke_slots_limit": args.unchoke_slots,
     })
     everyone = lt.ip_filter()
     everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
@@ -125,6 +127,8 @@ def main(argv=None) -> None:
     p.add_argument("--rate", type=float, default=8, help="MiB/s per host, up and down; 0 = unlimited")
     p.add_argument("--seeder-queue", type=int, default=2000,
                    help="the seeder's max_allowed_in_request_queue (kraken's origins use 8)")
+    p.add_argument("--unchoke-slots", type=int, default=8,
+                   help="every peer's unchoke_slots_limit (libtorrent's default 8; kraken's hosts use -1, all)")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--link", choices=["limiter", "netns"], default="limiter",
                    help="cap hosts with libtorrent's limiter, or put each in a namespace behind a tc-shaped link")
@@ -174,7 +178,7 @@ def main(argv=None) -> None:
             torrent.write_bytes(meta.torrent(announce=announce))
             stop = root / "stop"
             me = [sys.executable, "-m", "tests.bench.bare", "--role", "peer", "--torrent", str(torrent),
-                  "--rate", str(peer_rate), "--stop", str(stop)]
+                  "--rate", str(peer_rate), "--stop", str(stop), "--unchoke-slots", str(args.unchoke_slots)]
             (prefix, ip), leecher_hosts = hosts[0], hosts[1:]
             seeder = subprocess.Popen([*prefix, *me, "--ip", ip, "--save", str(seed_dir), "--seed",
                                        "--queue", str(args.seeder_queue)], stdout=subprocess.PIPE, text=True)
@@ -219,7 +223,8 @@ def main(argv=None) -> None:
         return
     link = "tc-shaped links" if args.link == "netns" else "libtorrent limiter"
     print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, {args.rate:g} MiB/s per host ({link}), "
-          f"seeder queue {args.seeder_queue}: p50 {p50:.2f} s (frac {ideal / p50:.3f}), slowest {times[-1]:.2f} s "
+          f"seeder queue {args.seeder_queue}, unchoke slots {args.unchoke_slots}: "
+          f"p50 {p50:.2f} s (frac {ideal / p50:.3f}), slowest {times[-1]:.2f} s "
           f"(frac {ideal / times[-1]:.3f}), seeder upload {uploaded / size:.2f} x S; "
           f"CPU-s leecher p50 {leecher_cpu:.1f}, seeder {seeder_cpu:.1f}")
 
