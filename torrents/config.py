@@ -46,7 +46,9 @@ class TorrentConfig:
     # 0.806, 0.804, 0.808, 0.781 against 0.767, 0.793, 0.808, 0.760 with 8 (a slow hour,
     # both cores busy); N=10, S=64 MiB 0.887, 0.880, 0.878 against 0.849, 0.878, 0.619; N=10,
     # S=256 MiB (9 peers: 8 slots and the optimistic one are every peer already) 0.923,
-    # 0.924, 0.901 against 0.916, 0.920, 0.919. For origins: with 8 slots, 8 of 10 agents
+    # 0.924, 0.901 against 0.916, 0.920, 0.919; tc-shaped, N=20 0.645, 0.642 against 0.635,
+    # 0.623, N=10, S=64 MiB mean 0.751 against 0.752 (5 pairs); no cap, N=20: 163.5 and
+    # 171.4 MiB/s against 151.0 and 161.0. For origins: with 8 slots, 8 of 10 agents
     # got about 10 MiB of a 64 MiB blob from the origin and 2 about 1 MiB, so the 8 ran past
     # their stripes into pieces others were fetching.
     unchoke_slots: int = -1
