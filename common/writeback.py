@@ -11,6 +11,7 @@ Items the backend already holds are skipped (one stat instead of an upload)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -247,8 +248,13 @@ def use_wal(db: sqlite3.Connection, timeout: float = 30.0) -> None:
 
 def process_id() -> str:
     """This process, as a lease names it: host, pid and the pid's start time (so a later
-    process that was given the same pid is not taken for the one that held the lease)."""
-    pid = os.getpid()
+    process that was given the same pid is not taken for the one that held the lease).
+    Worked out once per process (keyed by pid, as gunicorn forks its workers)."""
+    return _process_id(os.getpid())
+
+
+@functools.cache
+def _process_id(pid: int) -> str:
     stat = _stat(pid)
     return f"{socket.gethostname()}:{pid}:{stat[1] if stat else ''}"
 
@@ -271,13 +277,7 @@ def _alive(owner: str) -> bool:
     if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
         return True
     pid, started = int(parts[1]), parts[2]
-    if not started:  # no /proc when the lease was taken
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
+    if not started:  # taken where /proc was not to be read: the lease runs its course
         return True
     stat = _stat(pid)
     # A zombie (killed, not yet reaped) holds its pid but will never finish the upload.

@@ -161,6 +161,7 @@ def test_two_workers_never_upload_the_same_item(setup, tmp_path):
     assert queue.pending() == 0
 
 
+ROOT = Path(__file__).resolve().parents[2]  # where `common` imports from, for subprocesses
 _HOLDER = """
 import sys
 from common.backends import Manager
@@ -180,7 +181,7 @@ def test_an_item_leased_by_a_process_that_died_is_taken_over_at_once(setup, tmp_
     queue.enqueue("ns", key)
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / "wb.sqlite"), str(clock.now)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).resolve().parents[2])
+                              cwd=ROOT)
     try:
         assert holder.stdout.readline().strip() == key
         # While the holder lives, its lease stands.
@@ -199,7 +200,7 @@ def test_lease_owners_that_cannot_be_judged_count_as_alive():
     assert _alive("another-host:1:1")  # a queue on shared storage: the lease runs its course
     assert _alive("not an owner")
     gone = subprocess.run([sys.executable, "-c", "from common.writeback import process_id; print(process_id())"],
-                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+                          capture_output=True, text=True, check=True, cwd=ROOT)
     assert not _alive(gone.stdout.strip())
     host, pid, started = process_id().split(":")
     assert not _alive(f"{host}:{pid}:{int(started) + 1}")  # the same pid, given to a later process
