@@ -25,10 +25,8 @@ class HeldAnnounces(MemoryPeerStore):
     def __init__(self):
         super().__init__(ttl=60)
         self.release = threading.Event()
-        self.announces = 0
 
     def earlier_peers(self, infohash, me, limit):
-        self.announces += 1
         self.release.wait(30)
         return super().earlier_peers(infohash, me, limit)
 
@@ -56,9 +54,11 @@ def test_a_download_dials_its_seeds_before_any_announce_is_answered(held, tmp_pa
         unnamed.start(meta, tmp_path / "unnamed")
         named.start(meta, tmp_path / "named", peers=[("127.0.0.41", seed_port)])
         named.wait_finished(ih, stall_timeout=10, deadline=time.monotonic() + 15)
-        # Every announce so far is still unanswered, and the download without seeds,
-        # started first, has no peer to get a byte from.
-        assert not store.release.is_set() and store.announces >= 2
+        # No announce has been answered, and the download without seeds, started first, has
+        # no peer to get a byte from. (How many announces reached the tracker by now is not
+        # asserted: on a busy host libtorrent may not have sent them yet, and either way
+        # none was answered.)
+        assert not store.release.is_set()
         assert unnamed.progress(ih).done == 0
         # Once the tracker answers, it finds the seeds too.
         store.release.set()
