@@ -203,6 +203,9 @@ def main(argv=None) -> None:
             ends = [last_report(proc) for proc in [seeder, *leechers]]
             uploaded, seeder_cpu = ends[0]["uploaded"], ends[0]["cpu"]
             leecher_cpu = statistics.median(e["cpu"] for e in ends[1:])
+            # As bench-swarm's CPU floor: every peer's CPU seconds over the cores (here over
+            # each peer's whole life, so a little more than the run's own).
+            floor = sum(e["cpu"] for e in ends) / (os.cpu_count() or 1)
             for proc in [seeder, *leechers]:
                 try:
                     proc.wait(10)
@@ -219,14 +222,15 @@ def main(argv=None) -> None:
         # Unlimited: what the swarm delivered in total, as bench-swarm reports it.
         print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, unlimited: p50 {p50:.2f} s, slowest "
               f"{times[-1]:.2f} s, aggregate {len(times) * size / MiB / times[-1]:.1f} MiB/s, seeder upload "
-              f"{uploaded / size:.2f} x S; CPU-s leecher p50 {leecher_cpu:.1f}, seeder {seeder_cpu:.1f}")
+              f"{uploaded / size:.2f} x S; CPU-s leecher p50 {leecher_cpu:.1f}, seeder {seeder_cpu:.1f}, "
+              f"CPU floor {floor:.1f} s")
         return
     link = "tc-shaped links" if args.link == "netns" else "libtorrent limiter"
     print(f"stock libtorrent, {args.agents} leechers, {args.size:g} MiB, {args.rate:g} MiB/s per host ({link}), "
           f"seeder queue {args.seeder_queue}, unchoke slots {args.unchoke_slots}: "
           f"p50 {p50:.2f} s (frac {ideal / p50:.3f}), slowest {times[-1]:.2f} s "
           f"(frac {ideal / times[-1]:.3f}), seeder upload {uploaded / size:.2f} x S; "
-          f"CPU-s leecher p50 {leecher_cpu:.1f}, seeder {seeder_cpu:.1f}")
+          f"CPU-s leecher p50 {leecher_cpu:.1f}, seeder {seeder_cpu:.1f}, CPU floor {floor:.1f} s")
 
 
 if __name__ == "__main__":
