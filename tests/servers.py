@@ -11,7 +11,6 @@ import datetime
 import ipaddress
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ from pathlib import Path
 import requests
 
 from common.backends import create, keys
+from common.devcluster import free_port
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 20, verify: bool = True) -> None:

@@ -12,12 +12,12 @@ import gevent
 import libtorrent as lt
 import pytest
 
+from common.devcluster import free_port
 from common.digest import Digest
 from common.errors import DownloadError
 from origin.config import OriginTorrentConfig
 from tests.integration.badpeer import CorruptPeer
 from tests.integration.helpers import tracker_in_thread
-from tests.servers import free_port
 from torrents import metainfo as mi
 from torrents.config import TorrentConfig
 from torrents.session import ADD_WAIT, TorrentSession

@@ -25,7 +25,7 @@ def test_pieces_are_checked_against_their_sha1(tmp_path):
     assert meta.piece_span(2) == (512 << 10, 88 << 10) and meta.piece_index((512 << 10) + 5) == 2
     with open(path, "rb") as f:
         assert od.read_piece(f, meta, 1) == data[256 << 10 : 512 << 10]
-    path.write_bytes(data[:1000] + b"X" + data[1001:])
+    path.write_bytes(data[:1000] + bytes([data[1000] ^ 0x55]) + data[1001:])
     with open(path, "rb") as f:
         assert od.read_piece(f, meta, 0) is None
         ondisk, h = bytearray(3), hashlib.sha256()

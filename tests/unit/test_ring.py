@@ -61,8 +61,8 @@ def test_active_health_check_takes_dead_members_out_and_brings_them_back():
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from common.devcluster import free_port
     from common.ring import ActiveHealthCheck
-    from tests.servers import free_port
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self):

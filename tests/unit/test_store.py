@@ -79,11 +79,13 @@ def test_delete_removes_blob_and_sidecars(tmp_path):
 def test_fsyncs_and_sidecar_writes_leave_the_event_loop_running(tmp_path, monkeypatch, loop_ticks):
     # An fsync may take tens of milliseconds while the journal commits; the store runs its
     # fsyncs in gevent's thread pool, so other greenlets (requests) go on meanwhile. A slow
-    # fsync stands in for a busy disk here.
+    # fsync stands in for a busy disk here: 0.3 s, about 60 of the loop's 5 ms ticks, of
+    # which 10 must come (a loop standing still gives 0 or 1). With 0.1 s, pauses of this
+    # process on a busy host left 6-9 ticks in about 1 % of runs.
     real_fsync = os.fsync
 
     def slow_fsync(fd):
-        time.sleep(0.1)
+        time.sleep(0.3)
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
