@@ -50,5 +50,8 @@ def test_corrupt_peer_is_dropped_and_pieces_are_fetched_again(cluster, tmp_path)
         assert result["resp"].status_code == 200
         assert Digest.of_bytes(result["resp"].content) == digest
         # libtorrent may try the peer again after dropping it, but never as a real source:
-        # it served far fewer blocks than the blob has (16 KiB each).
-        assert bad.blocks_sent < len(data) // (16 << 10) // 4
+        # it served far fewer blocks than the blob has (16 KiB each). (How many it sent
+        # before the first hash check failed depends on how many requests libtorrent had
+        # queued by then, about a second's worth, more on a busy host: half the blob is
+        # the bound, not a quarter.)
+        assert bad.blocks_sent < len(data) // (16 << 10) // 2

@@ -195,7 +195,14 @@ def test_peer_connections_have_nagle_off(tracker_url, tmp_path, nodelay):
         while not any(connected for _, connected, _ in _tcp_sockets(ips)):
             assert time.monotonic() < deadline, "the sessions never connected"
             gevent.sleep(0.05)
-        gevent.sleep(0.3)  # the alert loop sets a connection after its peer_connect_alert
+        # The alert loop sets a connection after its peer_connect_alert: wait for that (up to
+        # 5 s on a busy host) or, where it must not happen, give it the time it would take.
+        until = time.monotonic() + (5.0 if nodelay else 0.3)
+        while time.monotonic() < until:
+            sockets = _tcp_sockets(ips)
+            if nodelay and sum(connected for _, connected, _ in sockets) >= 2 and all(f for _, _, f in sockets):
+                break
+            gevent.sleep(0.05)
         sockets = _tcp_sockets(ips)
         assert any(not connected for _, connected, _ in sockets), sockets  # the listeners
         # Both ends of the peer connection live in this process: the one the leecher opened
@@ -331,7 +338,7 @@ def test_a_shunned_origin_is_dropped_from_that_torrent_alone_until_readmitted(tr
     agent = TorrentSession(TorrentConfig(listen_ip="127.0.0.62", port=free_port("127.0.0.62")), trackers=[tracker_url])
     leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.63", download_rate_limit=cap), trackers=[tracker_url])
     try:
-        digest_a, meta_a = make_blob(tmp_path / "a", 6 << 20)
+        digest_a, meta_a = make_blob(tmp_path / "a", 12 << 20)
         digest_b, meta_b = make_blob(tmp_path / "b", 1 << 20)
         origin.seed(meta_a, tmp_path / "a")
         agent.seed(meta_a, tmp_path / "a")

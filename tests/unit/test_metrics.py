@@ -24,12 +24,15 @@ def test_a_blocked_event_loop_shows_in_the_lag_histogram_and_the_log(caplog):
     assert count() == 0  # measured from the first request on
     assert app.test_client().get("/").status_code == 200
     gevent.sleep(m.LOOP_TICK * 3.5)
-    assert count() >= 2 and count("0.25") == count(), "an idle loop ran a timer 0.25 s late"
+    # An idle loop's ticks are on time, unless this process was held up on a busy host: so
+    # the late ones are counted before the block rather than taken to be none.
+    assert count() >= 2
     try:
         gevent.sleep(0.01)  # the watcher is now sleeping on its timer
+        late = count() - count("0.25")
         time.sleep(m.LOOP_TICK + m.LOOP_LAG_WARN + 0.1)  # a call that blocks the loop
         gevent.sleep(0.01)
-        assert count() - count("0.25") == 1
+        assert count() - count("0.25") == late + 1
         assert "the event loop ran" in caplog.text
         body, _ = metrics.render()
         assert b"kraken_event_loop_lag_seconds_bucket" in body
