@@ -75,3 +75,17 @@ def test_host_cpu_jiffies_count_a_busy_loop_as_busy():
     assert 0 <= busy0 <= total0 and busy1 <= total1
     # At least most of the spin shows as busy ticks (other processes may add more).
     assert busy1 - busy0 >= 0.2 * tick
+
+
+def test_the_cpu_floor_is_every_process_s_cpu_over_the_cores():
+    from tests.bench.swarm_report import AgentResult, RunResult, summarize
+
+    agents = [AgentResult("a", seconds=10.0, error=None, cpu_seconds=3.0),
+              AgentResult("b", seconds=12.0, error=None, cpu_seconds=5.0),
+              AgentResult("c")]  # failed, no CPU reading
+    run = RunResult("p2p", agents, origin_sent_bytes=1 << 20, wall_seconds=12.5, origin_cpu_seconds=1.5,
+                    clients_cpu_seconds=0.5)
+    args = parse_args(["--agents", "3", "--size", "1", "--rate", "8"])
+    out = summarize(run, args)
+    assert out["cpu_floor_seconds"] == pytest.approx(10.0 / os.cpu_count())
+    assert out["agent_cpu_seconds_p50"] == 4.0
