@@ -60,9 +60,9 @@ RETRY_FIRST = 0.001
 RETRY_MAX = 0.01
 # A blob larger than INLINE_BLOB_BYTES has its pieces checked (read back, hashed) at most
 # this often: each check is a hand-off to the thread pool and back, and checking every
-# piece as it came (32 a second at 8 MiB/s) cost each agent of a 10-agent swarm about 5 %
-# of its CPU. The checked prefix a stream sends moves up to this much later; the first
-# piece, and the blob's last, are checked at once.
+# piece as it came (32 a second at 8 MiB/s) cost a swarm 3-5 % more CPU (bench-swarm's CPU
+# floor, 10 and 20 agents). The checked prefix a stream sends moves up to this much later;
+# the first piece to come, and the blob's last, are checked at once.
 CHECK_EVERY = 0.2
 
 

@@ -156,7 +156,7 @@ class _HeadSession:
 
 @pytest.fixture
 def clock(monkeypatch):
-    """The downloader's clock, moved by the test alone (`step`): time measured on the real
+    """The downloader's clock, moved by the test alone (`_step`): time measured on the real
     clock took a pause of this process on a busy host for slow pieces (7.5 % of runs under
     a load of 20-40 for the test of leaving and readmitting the origins)."""
     clock = SimpleNamespace(now=1000.0)
