@@ -198,12 +198,11 @@ def test_peer_connections_have_nagle_off(tracker_url, tmp_path, nodelay):
         # The alert loop sets a connection after its peer_connect_alert: wait for that (up to
         # 5 s on a busy host) or, where it must not happen, give it the time it would take.
         until = time.monotonic() + (5.0 if nodelay else 0.3)
-        while time.monotonic() < until:
-            sockets = _tcp_sockets(ips)
-            if nodelay and sum(connected for _, connected, _ in sockets) >= 2 and all(f for _, _, f in sockets):
-                break
-            gevent.sleep(0.05)
         sockets = _tcp_sockets(ips)
+        while time.monotonic() < until and not (
+                nodelay and sum(connected for _, connected, _ in sockets) >= 2 and all(f for _, _, f in sockets)):
+            gevent.sleep(0.05)
+            sockets = _tcp_sockets(ips)
         assert any(not connected for _, connected, _ in sockets), sockets  # the listeners
         # Both ends of the peer connection live in this process: the one the leecher opened
         # and the one the seeder accepted.
