@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import gevent.event
 
 from agent.admission import Admission
 from agent.config import DownloadConfig
-from agent.ondisk import INLINE_BLOB_BYTES, OnDiskCheck, run_for
+from agent.ondisk import INLINE_BLOB_BYTES, OnDiskCheck
+from agent.streamfile import StreamFile
 from agent.stripes import BANDS, OriginSparing, stripe_left, stripe_priorities
 from common.concurrency import Signal, in_thread
 from common.digest import Digest
@@ -51,8 +51,6 @@ HEAD_POLL = 0.05
 # The window over which a download that left the origins to others watches its rate of
 # pieces: below half its rate when it left them, it asks them again (agent.stripes.OriginSparing).
 ORIGIN_WINDOW = 1.5
-# Most bytes a stream reads (and sends) in one go.
-STREAM_CHUNK = 4 << 20
 # Seconds before a piece that has not read back right yet is read again, doubling up to
 # RETRY_MAX while it still has not: its write usually lands within a millisecond or two,
 # and a cold small blob waited a flat 10 ms on its last piece that way (3-7 % of them).
@@ -191,42 +189,17 @@ class Downloader:
             return {"state": "queued", "done": 0, "total": dl.meta.value.length}
         return {"state": "pending", "done": 0, "total": None}
 
-    def stream(self, dl: Download, start: int, end: int):
-        """Yields bytes [start, end) of a download as its pieces pass the in-order check."""
+    def stream(self, dl: Download, start: int, end: int) -> StreamFile:
+        """Bytes [start, end) of a download as a file that grows as its pieces pass the
+        in-order check (agent.streamfile), once its first bytes may go out: the download's
+        error, should it fail before then, reaches the caller before any response header."""
         meta: Metainfo = dl.meta.get()
         first, last = meta.piece_index(start), meta.piece_index(end - 1)
-        infohash = meta.infohash_hex
         dl.running.wait()  # queued behind other downloads until then
-        if not dl.done.ready() and self.session.has(infohash):
+        if not dl.done.ready() and self.session.has(meta.infohash_hex):
             gevent.spawn(self._ask_first, dl, meta, range(first, min(first + HEAD_PIECES, last + 1)))
-        # Everything before the last piece may go out once checked; the last piece only
-        # once the whole blob's sha256 has matched.
-        before_last = (meta.num_pieces - 1) * meta.piece_length
-        f = None
-        pos = start
-        try:
-            while pos < end:
-                index = pos // meta.piece_length
-                if index < meta.num_pieces - 1 and not dl.verified.ready():
-                    dl.wait_checked(index)
-                if dl.verified.ready() or index == meta.num_pieces - 1:
-                    dl.verified.get()  # raises if the download failed
-                    ready = end
-                else:
-                    ready = min(end, dl.checked * meta.piece_length, before_last)
-                if f is None:
-                    # The descriptor follows the file when it moves into the cache.
-                    f = open_when_present(dl.partial, self.store.path(dl.digest))
-                # Checked on disk already: read as is, as much as is ready at once.
-                n = min(ready - pos, STREAM_CHUNK)
-                data = run_for(meta, os.pread, f.fileno(), n, pos)
-                if len(data) != n:
-                    raise DownloadError(f"{dl.digest} is short on disk at byte {pos}")
-                pos += n
-                yield data
-        finally:
-            if f is not None:
-                f.close()
+        return StreamFile(dl, meta, start, end).open(dl.partial, self.store.path(dl.digest),
+                                                     opener=open_when_present)
 
     def _ask_first(self, dl: Download, meta: Metainfo, pieces: range) -> None:
         """Asks for the pieces a waiting stream needs first, with a deadline. A download

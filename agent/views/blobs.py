@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from werkzeug.wsgi import wrap_file
 
 from agent.downloader import DiskFull, Downloader
+from agent.streamfile import READ_CHUNK
 from common.digest import Digest
 from common.httputil import HTTPError, parse_digest, register_status
 
@@ -23,7 +25,8 @@ def _range_error(message: str) -> Exception:
 def send_blob(downloader: Downloader, namespace: str, d: Digest,
               range_error: Callable[[str], Exception] = _range_error) -> Response:
     """A cached blob is sent from disk. Otherwise the blob is downloaded over P2P and
-    streamed as its verified pieces arrive (Range honoured either way). NotFound when no
+    streamed as its verified pieces arrive (Range honoured either way); both go out with
+    sendfile. NotFound when no
     origin has it; Unavailable when the swarm cannot deliver it, before or during the body.
     Shared by the server port and the registry port, which raise their own range error."""
     got = downloader.get(namespace, d)
@@ -44,7 +47,8 @@ def send_blob(downloader: Downloader, namespace: str, d: Digest,
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status=status, headers=headers, mimetype="application/octet-stream")
-    body = stream_with_context(downloader.stream(got, start, end))
+    # gunicorn sends it with sendfile as its pieces pass (common.sendfile).
+    body = wrap_file(request.environ, downloader.stream(got, start, end), READ_CHUNK)
     return Response(body, status=status, headers=headers, mimetype="application/octet-stream",
                     direct_passthrough=True)
 

@@ -1,13 +1,19 @@
-"""common.sendfile on real gevent sockets and files."""
+"""common.sendfile on real gevent sockets and files, and agent.streamfile's growing file."""
 
 import os
 import socket
 
 import gevent
+import gevent.event
 import gevent.socket
 import pytest
 
+from agent.downloader import Download
+from agent.streamfile import StreamFile
 from common import sendfile as sf
+from common.digest import Digest
+from common.errors import DownloadError
+from torrents import metainfo as mi
 
 MiB = 1 << 20
 
@@ -71,6 +77,44 @@ def test_a_file_shorter_than_asked_is_an_error(tmp_path):
     assert len(got) <= 1000
 
 
+class Growing:
+    """A file whose bytes may go out in steps, as an agent's stream file."""
+
+    def __init__(self, f, first: int):
+        self.f = f
+        self.limit = first
+        self.more = gevent.event.Event()
+
+    def fileno(self):
+        return self.f.fileno()
+
+    def seek(self, pos):
+        return self.f.seek(pos)
+
+    def ready(self, pos):
+        if pos >= self.limit:
+            self.more.wait()
+            self.limit = os.fstat(self.f.fileno()).st_size
+        return self.limit
+
+
+def test_a_growing_file_goes_out_only_as_far_as_it_is_ready(tmp_path):
+    data, f = blob(tmp_path, 2 * MiB)
+    g = Growing(f, MiB)
+    a, b = gevent.socket.socketpair()
+    got = bytearray()
+    r = receiver(b, got)
+    sender = gevent.spawn(sf.sendfile, a, g)
+    gevent.sleep(0.3)
+    assert bytes(got) == data[:MiB] and not sender.ready()
+    g.more.set()
+    assert sender.get(timeout=10) == 2 * MiB
+    a.close()
+    r.join(timeout=10)
+    assert bytes(got) == data
+    f.close()
+
+
 def test_install_replaces_gevents_8k_loop():
     from gevent import _socket3
 
@@ -90,3 +134,82 @@ def test_a_reader_hanging_up_is_an_error_for_the_sender_only(tmp_path, capsys):
         sf.sendfile(a, f)
     # Raised here, not printed as a crash by gevent's thread pool.
     assert "failed with" not in capsys.readouterr().err
+
+
+# agent.streamfile: what may go out of a download in progress.
+
+def download(tmp_path, size=(600 << 10)):
+    data = os.urandom(size)
+    path = tmp_path / "partial"
+    path.write_bytes(data)
+    d = Digest.of_bytes(data)
+    meta = mi.build(path, d)  # 3 pieces of 256 KiB, the last one short
+    dl = Download("ns", d, path, 0)
+    dl.meta.set(meta)
+    return data, dl, meta, path
+
+
+def opener(*paths):
+    return open(paths[0], "rb")
+
+
+def test_stream_file_serves_checked_pieces_and_the_last_only_once_verified(tmp_path):
+    data, dl, meta, path = download(tmp_path)
+    pl = meta.piece_length
+    s = StreamFile(dl, meta, 100, len(data))
+    opened = gevent.spawn(s.open, path, opener=opener)
+    gevent.sleep(0.05)
+    assert not opened.ready()  # nothing checked yet: no header may go out
+    dl.set_checked(1)
+    opened.get(timeout=5)
+    assert s.ready(100) == pl
+    dl.set_checked(3)  # every piece checked, the sha256 not yet matched
+    assert s.ready(pl) == 2 * pl
+    last = gevent.spawn(s.ready, 2 * pl)
+    gevent.sleep(0.05)
+    assert not last.ready()
+    dl.verified.set(True)
+    assert last.get(timeout=5) == len(data)
+    # Read rather than sendfiled: the same bytes, from the range's start.
+    out = bytearray()
+    while chunk := s.read(200 << 10):
+        out.extend(chunk)
+    assert bytes(out) == data[100:]
+    s.close()
+
+
+def test_stream_file_goes_out_with_sendfile_as_pieces_pass(tmp_path):
+    data, dl, meta, path = download(tmp_path)
+    pl = meta.piece_length
+    dl.set_checked(1)
+    s = StreamFile(dl, meta, 0, len(data)).open(path, opener=opener)
+    a, b = gevent.socket.socketpair()
+    got = bytearray()
+    r = receiver(b, got)
+    sender = gevent.spawn(sf.sendfile, a, s, 0, len(data))
+    gevent.sleep(0.2)
+    assert bytes(got) == data[:pl] and not sender.ready()
+    dl.set_checked(3)
+    gevent.sleep(0.2)
+    assert bytes(got) == data[:2 * pl] and not sender.ready()  # the last piece waits for the sha256
+    dl.verified.set(True)
+    dl.set_checked(3)
+    assert sender.get(timeout=10) == len(data)
+    a.close()
+    r.join(timeout=10)
+    assert bytes(got) == data
+    s.close()
+
+
+def test_stream_file_raises_the_downloads_error(tmp_path):
+    data, dl, meta, path = download(tmp_path)
+    s = StreamFile(dl, meta, 0, len(data))
+    dl.set_checked(1)
+    s.open(path, opener=opener)
+    waiting = gevent.spawn(s.ready, meta.piece_length)
+    gevent.sleep(0.05)
+    dl.verified.set_exception(DownloadError("swarm gone"))
+    dl.set_checked(dl.checked)
+    with pytest.raises(DownloadError, match="swarm gone"):
+        waiting.get(timeout=5)
+    s.close()
