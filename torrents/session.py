@@ -2,7 +2,7 @@
 
 libtorrent runs its own native threads; this wrapper only has to avoid blocking the gevent
 loop while waiting for them. Alerts are signalled through a pipe (`set_alert_fd`) that a
-greenlet waits on with gevent's select, never with `wait_for_alert`, which holds the OS
+greenlet waits on with a gevent watcher, never with `wait_for_alert`, which holds the OS
 thread (measured: up to 1.9 s stalls, LIBTORRENT-NOTES). Progress comes from
 `post_torrent_updates`, which costs no round trip per torrent.
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import gevent
 import gevent.event
-import gevent.select
 import libtorrent as lt
 
 from common.concurrency import in_thread
@@ -360,10 +359,11 @@ class TorrentSession:
         return t
 
     def _alert_loop(self) -> None:
+        # One watcher for the loop's life (gevent's select made watchers and a timer per
+        # pass); should a wake-up byte ever be lost, the tick loop's nudge drains the alerts.
+        watcher = gevent.get_hub().loop.io(self._rfd, 1)
         while not self._stopped:
-            # The timeout is a safety net: should a wake-up byte ever be lost, alerts are
-            # still drained within a second.
-            gevent.select.select([self._rfd], [], [], 1.0)
+            gevent.get_hub().wait(watcher)
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._rfd, 4096):
                     pass
@@ -385,6 +385,8 @@ class TorrentSession:
         while not self._stopped:
             self._ses.post_torrent_updates()
             self._ses.post_session_stats()
+            with contextlib.suppress(OSError):  # full (the alert loop is behind) or closed
+                os.write(self._wfd, b"!")
             gevent.sleep(self.cfg.progress_interval)
 
     def _entry(self, alert) -> Torrent | None:

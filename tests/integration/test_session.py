@@ -317,6 +317,26 @@ def test_a_torrent_whose_add_alert_is_lost_is_still_added(tmp_path):
         session.stop()
 
 
+def test_alerts_are_drained_when_libtorrents_wake_ups_are_lost(tracker_url, tmp_path):
+    # libtorrent writes a byte to the session's pipe when alerts wait; should one be lost,
+    # the tick loop's own nudge still brings the alerts in (pieces, the finish), within
+    # progress_interval.
+    digest, meta = make_blob(tmp_path / "seed", 1 << 20)
+    seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.46"), trackers=[tracker_url])
+    leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.47"), trackers=[tracker_url])
+    elsewhere, sink = os.pipe()
+    try:
+        seeder.seed(meta, tmp_path / "seed")
+        leecher._ses.set_alert_fd(sink)  # its wake-up bytes no longer reach the alert loop
+        leecher.download(meta, tmp_path / "dl", timeout=20, stall_timeout=10)
+        assert (tmp_path / "dl" / meta.name).read_bytes() == (tmp_path / "seed" / digest.hex).read_bytes()
+    finally:
+        leecher.stop()
+        seeder.stop()
+        os.close(elsewhere)
+        os.close(sink)
+
+
 def _peer_hosts(session, infohash):
     return {p.ip[0] for p in session._ses.find_torrent(lt.sha1_hash(bytes.fromhex(infohash))).get_peer_info()}
 
