@@ -11,9 +11,9 @@ through Python.
 A file whose bytes become servable over time (an agent streaming a blob while it
 downloads, agent.streamfile) may define `ready(pos) -> end`, blocking this greenlet until
 the bytes from `pos` may go out and returning where they end; `sendfile` sends up to there
-and asks again. Such a stream went out as 4 MiB reads sent from Python until session 20:
-sendfile dropped then for an unlimited swarm that delivered less, when the checked prefix
-grew a piece at a time; with pieces checked in batches it delivers more. Alternating runs,
+and asks again. Sessions 11-19 sent such a stream as 4 MiB reads from Python instead: with
+the checked prefix growing a piece at a time, an unlimited swarm had delivered less with
+sendfile. With pieces checked in batches it delivers more, and costs less. Alternating runs,
 N=20, S=256 MiB: limiter p50 0.899-0.909 against 0.816-0.908 (5 pairs; CPU floor 30.2-33.7
 against 32.6-38.1 s); tc-shaped 0.798 and 0.805 against 0.787 and 0.776; no cap 223.8 and
 220.2 MiB/s against 206.4 and 191.4.
