@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 
 import gevent
 import gevent.event
@@ -77,6 +78,14 @@ def test_a_file_shorter_than_asked_is_an_error(tmp_path):
     assert len(got) <= 1000
 
 
+def until(predicate, timeout: float = 5.0) -> None:
+    """Lets other greenlets run until `predicate()` holds (a busy host may take a while)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0.01)
+
+
 class Growing:
     """A file whose bytes may go out in steps, as an agent's stream file."""
 
@@ -105,7 +114,8 @@ def test_a_growing_file_goes_out_only_as_far_as_it_is_ready(tmp_path):
     got = bytearray()
     r = receiver(b, got)
     sender = gevent.spawn(sf.sendfile, a, g)
-    gevent.sleep(0.3)
+    until(lambda: len(got) >= MiB)
+    gevent.sleep(0.1)  # and no further
     assert bytes(got) == data[:MiB] and not sender.ready()
     g.more.set()
     assert sender.get(timeout=10) == 2 * MiB
@@ -187,10 +197,12 @@ def test_stream_file_goes_out_with_sendfile_as_pieces_pass(tmp_path):
     got = bytearray()
     r = receiver(b, got)
     sender = gevent.spawn(sf.sendfile, a, s, 0, len(data))
-    gevent.sleep(0.2)
+    until(lambda: len(got) >= pl)
+    gevent.sleep(0.1)  # and no further
     assert bytes(got) == data[:pl] and not sender.ready()
     dl.set_checked(3)
-    gevent.sleep(0.2)
+    until(lambda: len(got) >= 2 * pl)
+    gevent.sleep(0.1)
     assert bytes(got) == data[:2 * pl] and not sender.ready()  # the last piece waits for the sha256
     dl.verified.set(True)
     dl.set_checked(3)
