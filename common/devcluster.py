@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,22 +32,41 @@ REPO = Path(__file__).resolve().parent.parent
 CENTRAL = ("buildindex", "proxy")
 
 
-# Ports this process has handed out: each is only found free (bound to port 0 and closed at
-# once), and nothing holds it until its server starts, so the kernel may offer it again.
-# About 14,000 ports to pick from: two of a cluster's 30 or so came out equal in about 0.2 %
-# of starts (redis and a tracker on one port: the cluster did not start).
+# Ports come from below the kernel's ephemeral range, which outgoing connections and port-0
+# binds draw from: a port found free there could be taken as the source port of some
+# process's connection before its server binds it (a CI run lost an origin that way:
+# "Address already in use" on 127.0.0.2 for all five of gunicorn's tries). Below the range
+# only a listener takes a port, and a listener already there fails the bind check here.
+# _GIVEN keeps this process from handing one out twice: found free and closed at once, it
+# could come again before its server starts.
 _GIVEN: set[int] = set()
+_PICK = random.Random()
+PORT_FLOOR = 10000
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now, and not one this process has handed out before."""
-    while True:
+    """A port free on `host` now, outside the ephemeral range, and not one this process has
+    handed out before."""
+    top = max(_ephemeral_floor(), PORT_FLOOR + 1000)
+    for _ in range(1000):
+        port = _PICK.randrange(PORT_FLOOR, top)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _GIVEN:
-            _GIVEN.add(port)
-            return port
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host} in {PORT_FLOOR}-{top - 1}")
 
 
 class LoopbackHosts:

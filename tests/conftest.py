@@ -11,11 +11,7 @@ import time
 import gevent
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common.devcluster import free_port
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +19,7 @@ def redis_server(tmp_path_factory):
     """A real redis-server on loopback for the whole test session."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed; `make test` installs it"
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
