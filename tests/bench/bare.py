@@ -5,7 +5,7 @@ limiter. None of kraken's code is on the path except the metainfo builder, so th
 what libtorrent itself reaches on this machine with the settings kraken uses.
 
     .venv/bin/python -m tests.bench.bare [--agents 20] [--size 256] [--rate 8] [--seeder-queue 2000]
-                                         [--unchoke-slots 8]
+                                         [--unchoke-slots 8] [--tick-ms 50]
                                          [--link limiter|netns]
 
 `--link netns` puts the seeder and each leecher in a network namespace of its own behind a
@@ -83,7 +83,7 @@ def run_peer(args) -> None:
         "allow_multiple_connections_per_ip": True, "min_announce_interval": 15,
         "upload_rate_limit": rate, "download_rate_limit": rate,
         # The tuned settings of LIBTORRENT-NOTES (kraken uses the same).
-        "tick_interval": 50, "whole_pieces_threshold": 0, "request_queue_time": 1,
+        "tick_interval": args.tick_ms, "whole_pieces_threshold": 0, "request_queue_time": 1,
         "max_allowed_in_request_queue": args.queue,
         "unchoke_slots_limit": args.unchoke_slots,
     })
@@ -129,6 +129,8 @@ def main(argv=None) -> None:
                    help="the seeder's max_allowed_in_request_queue (kraken's origins use 8)")
     p.add_argument("--unchoke-slots", type=int, default=8,
                    help="every peer's unchoke_slots_limit (libtorrent's default 8; kraken's hosts use -1, all)")
+    p.add_argument("--tick-ms", type=int, default=50,
+                   help="every peer's tick_interval (kraken: 10 while fresh, then torrent.tick_ms, 50)")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--link", choices=["limiter", "netns"], default="limiter",
                    help="cap hosts with libtorrent's limiter, or put each in a namespace behind a tc-shaped link")
@@ -178,7 +180,8 @@ def main(argv=None) -> None:
             torrent.write_bytes(meta.torrent(announce=announce))
             stop = root / "stop"
             me = [sys.executable, "-m", "tests.bench.bare", "--role", "peer", "--torrent", str(torrent),
-                  "--rate", str(peer_rate), "--stop", str(stop), "--unchoke-slots", str(args.unchoke_slots)]
+                  "--rate", str(peer_rate), "--stop", str(stop), "--unchoke-slots", str(args.unchoke_slots),
+                  "--tick-ms", str(args.tick_ms)]
             (prefix, ip), leecher_hosts = hosts[0], hosts[1:]
             seeder = subprocess.Popen([*prefix, *me, "--ip", ip, "--save", str(seed_dir), "--seed",
                                        "--queue", str(args.seeder_queue)], stdout=subprocess.PIPE, text=True)
