@@ -52,8 +52,14 @@ class TorrentConfig:
     # got about 10 MiB of a 64 MiB blob from the origin and 2 about 1 MiB, so the 8 ran past
     # their stripes into pieces others were fetching.
     unchoke_slots: int = -1
-    # libtorrent's tick (ms) while a capped session is fresh (torrents.settings.RAMP_SECONDS);
-    # 0 keeps the usual 50 ms throughout.
+    # libtorrent's tick (ms): every tick_ms, or every fresh_tick_ms while a capped session is
+    # fresh (torrents.settings.RAMP_SECONDS; 0 keeps tick_ms throughout). Under a cap it is
+    # how often rate quota is handed out. 50 on every host; measured against it
+    # (tests/bench/PERFORMANCE-HISTORY.md, session 21): 100 on capped hosts lost a second on
+    # a 64 MiB blob (N=10); 25 on origins gained 0.2 s there (p50 0.876 against 0.859) but an
+    # agent's next blob then began 0.2 s later (first byte 0.27-0.29 s against 0.03-0.11 s),
+    # and a cold 1 MiB fetch took 1 ms longer; 25 on every host cost CPU in a big swarm.
+    tick_ms: int = 50
     fresh_tick_ms: int = 10
     # Hang up on a peer once neither end needs the other (libtorrent's
     # close_redundant_connections). Off, for agents: libtorrent 2.0-2.1 hangs up on a peer

@@ -26,7 +26,7 @@ from common.concurrency import in_thread
 from common.errors import DownloadError, NotFound
 from torrents.config import TorrentConfig
 from torrents.metainfo import Metainfo
-from torrents.settings import TICK_MS, ramp_bytes, session_settings
+from torrents.settings import ramp_bytes, session_settings
 from torrents.sockets import set_nodelay
 from torrents.state import Progress, Torrent
 
@@ -431,8 +431,8 @@ class TorrentSession:
             moved = self.counters["sent_payload_bytes"] + self.counters["recv_payload_bytes"]
             if self._ramp_bytes and moved >= self._ramp_bytes:
                 self._ramp_bytes = 0
-                self._ses.apply_settings({"tick_interval": TICK_MS})
-                log.info("moved %d bytes under the rate cap: libtorrent ticks every %d ms from now", moved, TICK_MS)
+                self._ses.apply_settings({"tick_interval": self.cfg.tick_ms})
+                log.info("moved %d bytes under the rate cap: libtorrent ticks every %d ms now", moved, self.cfg.tick_ms)
         elif isinstance(alert, lt.torrent_finished_alert):
             t = self._entry(alert)
             if t is not None:

@@ -46,11 +46,11 @@ def session_settings(cfg: TorrentConfig, user_agent: str) -> dict:
         # Shutdown must not wait 5 s on a tracker that is gone.
         "stop_tracker_timeout": 1,
         # Measured under a per-host cap (LIBTORRENT-NOTES): hand out rate quota every
-        # 50 ms instead of 500 ms (bursty transfers, slow first piece; a fresh capped
+        # tick_ms (50) instead of 500 ms (bursty transfers, slow first piece; a fresh capped
         # session starts with shorter ticks still, see fresh_tick); do not queue whole
         # pieces at one peer (it doubles what a capped seeder sends); keep about one second
         # of requests in flight.
-        "tick_interval": fresh_tick(cfg) or TICK_MS,
+        "tick_interval": fresh_tick(cfg) or cfg.tick_ms,
         "whole_pieces_threshold": 0,
         "request_queue_time": 1,
         "max_allowed_in_request_queue": cfg.max_peer_requests,
@@ -71,7 +71,6 @@ def session_settings(cfg: TorrentConfig, user_agent: str) -> dict:
     return settings
 
 
-TICK_MS = 50
 # A fresh session's rate limiter has no quota banked: libtorrent grants bandwidth at once
 # only while its channel holds more than a second of quota, and banks quota only at ticks
 # while requests wait. So at first every request, handshakes included, waits for a tick
@@ -91,6 +90,6 @@ def fresh_tick(cfg: TorrentConfig) -> int:
 
 
 def ramp_bytes(cfg: TorrentConfig) -> int:
-    """Payload after which a session that started with the fresh tick goes back to TICK_MS
-    (0: it starts with TICK_MS)."""
+    """Payload after which a session that started with the fresh tick goes on to tick_ms
+    (0: it starts with tick_ms)."""
     return RAMP_SECONDS * max(cfg.upload_rate_limit, cfg.download_rate_limit) if fresh_tick(cfg) else 0

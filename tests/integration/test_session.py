@@ -21,7 +21,7 @@ from tests.integration.helpers import tracker_in_thread
 from torrents import metainfo as mi
 from torrents.config import TorrentConfig
 from torrents.session import ADD_WAIT, TorrentSession
-from torrents.settings import RAMP_SECONDS, TICK_MS
+from torrents.settings import RAMP_SECONDS
 from tracker.peerstore import MemoryPeerStore
 
 
@@ -43,7 +43,9 @@ def test_capped_download_reports_progress_and_is_not_a_stall(tracker_url, tmp_pa
     # The seeder is capped at 2 MiB/s, so 6 MiB take ~3 s: longer than the 1.5 s stall
     # timeout, which must only fire when no bytes arrive.
     cap = 2 << 20
-    seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.31", upload_rate_limit=cap), trackers=[tracker_url])
+    # A tick other than the default, to see the configured one taken up after the ramp.
+    seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.31", upload_rate_limit=cap, tick_ms=40),
+                            trackers=[tracker_url])
     leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.32"), trackers=[tracker_url])
     try:
         digest, meta = make_blob(tmp_path / "seed", 6 << 20)
@@ -60,7 +62,7 @@ def test_capped_download_reports_progress_and_is_not_a_stall(tracker_url, tmp_pa
         # A fresh capped session ticks fast until it has moved RAMP_SECONDS of its cap
         # (torrents.settings); an uncapped one never leaves the usual tick.
         assert seeder._ses.get_settings()["tick_interval"] == TorrentConfig().fresh_tick_ms
-        assert leecher._ses.get_settings()["tick_interval"] == TICK_MS
+        assert leecher._ses.get_settings()["tick_interval"] == TorrentConfig().tick_ms
         t0 = time.monotonic()
         leecher.download(meta, tmp_path / "dl", timeout=60, stall_timeout=1.5)
         elapsed = time.monotonic() - t0
@@ -74,7 +76,7 @@ def test_capped_download_reports_progress_and_is_not_a_stall(tracker_url, tmp_pa
             gevent.sleep(0.1)
         assert seeder.counters["sent_payload_bytes"] >= meta.length
         assert meta.length >= RAMP_SECONDS * cap
-        assert seeder._ses.get_settings()["tick_interval"] == TICK_MS
+        assert seeder._ses.get_settings()["tick_interval"] == 40
     finally:
         seeder.stop()
         leecher.stop()

@@ -1,5 +1,7 @@
 from torrents.config import TorrentConfig
-from torrents.settings import RAMP_SECONDS, TICK_MS, fresh_tick, ramp_bytes, session_settings
+from torrents.settings import RAMP_SECONDS, fresh_tick, ramp_bytes, session_settings
+
+TICK_MS = TorrentConfig().tick_ms
 
 
 def test_only_a_capped_session_starts_with_the_fresh_tick():
@@ -16,3 +18,7 @@ def test_an_explicit_tick_or_none_wins():
     assert fresh_tick(told) == 0 and session_settings(told, "ua")["tick_interval"] == 100
     off = TorrentConfig(upload_rate_limit=1 << 20, fresh_tick_ms=0)
     assert fresh_tick(off) == 0 and session_settings(off, "ua")["tick_interval"] == TICK_MS
+
+
+def test_an_uncapped_session_ticks_at_the_configured_tick_throughout():
+    assert session_settings(TorrentConfig(tick_ms=25), "ua")["tick_interval"] == 25
