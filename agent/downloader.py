@@ -23,7 +23,7 @@ import gevent.event
 
 from agent.admission import Admission
 from agent.config import DownloadConfig
-from agent.ondisk import INLINE_BLOB_BYTES, OnDiskCheck
+from agent.ondisk import INLINE_BLOB_BYTES, OnDiskCheck, open_when_present
 from agent.streamfile import StreamFile
 from agent.stripes import BANDS, OriginSparing, stripe_left, stripe_priorities
 from common.concurrency import Signal, in_thread
@@ -66,22 +66,6 @@ CHECK_EVERY = 0.2
 
 class DiskFull(DownloadError):
     """The cache's disk cannot hold a blob (HTTP 507 on the server port)."""
-
-
-def open_when_present(*paths: Path, timeout: float = 5.0):
-    """Opens the first of `paths` that exists: a file libtorrent is about to create (its
-    first piece may pass the hash check a moment before the write reaches the file system),
-    or that has just moved from the download directory into the cache."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for path in paths:
-            try:
-                return open(path, "rb")
-            except FileNotFoundError:
-                pass
-        if time.monotonic() > deadline:
-            raise DownloadError(f"{paths[0].name} did not appear on disk")
-        gevent.sleep(0.01)
 
 
 class Download:
@@ -198,8 +182,7 @@ class Downloader:
         dl.running.wait()  # queued behind other downloads until then
         if not dl.done.ready() and self.session.has(meta.infohash_hex):
             gevent.spawn(self._ask_first, dl, meta, range(first, min(first + HEAD_PIECES, last + 1)))
-        return StreamFile(dl, meta, start, end).open(dl.partial, self.store.path(dl.digest),
-                                                     opener=open_when_present)
+        return StreamFile(dl, meta, start, end).open(dl.partial, self.store.path(dl.digest))
 
     def _ask_first(self, dl: Download, meta: Metainfo, pieces: range) -> None:
         """Asks for the pieces a waiting stream needs first, with a deadline. A download

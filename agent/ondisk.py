@@ -9,7 +9,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import gevent
 
 from common.concurrency import in_thread
 from common.digest import Digest
@@ -37,6 +40,22 @@ HASH_CHUNK = 4 << 20
 # cost more than a piece (about 0.4 ms each way on a busy host), on the path of a cold
 # fetch that waits on every piece. Larger blobs keep the loop free and hash beside it.
 INLINE_BLOB_BYTES = 4 << 20
+
+
+def open_when_present(*paths: Path, timeout: float = 5.0):
+    """Opens the first of `paths` that exists: a file libtorrent is about to create (its
+    first piece may pass the hash check a moment before the write reaches the file system),
+    or that has just moved from the download directory into the cache."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for path in paths:
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                pass
+        if time.monotonic() > deadline:
+            raise DownloadError(f"{paths[0].name} did not appear on disk")
+        gevent.sleep(0.01)
 
 
 def run_for(meta: Metainfo, fn, *args):

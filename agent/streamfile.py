@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from agent.ondisk import run_for
+from agent.ondisk import open_when_present, run_for
 from common.errors import DownloadError
 from torrents.metainfo import Metainfo
 
@@ -36,12 +36,12 @@ class StreamFile:
         self._before_last = (meta.num_pieces - 1) * meta.piece_length
         self._fd: int | None = None
 
-    def open(self, *paths: Path, opener) -> StreamFile:
+    def open(self, *paths: Path) -> StreamFile:
         """Waits until the first bytes may go out (raising the download's error should it
-        fail first, before any response header), then opens the file with
-        `opener(*paths)` (agent.downloader's open_when_present) at the range's start."""
+        fail first, before any response header), then opens the first of `paths` there is
+        (agent.ondisk.open_when_present) at the range's start."""
         self.ready(self.start)
-        f = opener(*paths)
+        f = open_when_present(*paths)
         # The descriptor follows the file when it moves into the cache.
         self._fd = os.dup(f.fileno())
         f.close()

@@ -6,6 +6,7 @@ benchmarks."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ _PICK = random.Random()
 PORT_FLOOR = 10000
 
 
+@functools.cache
 def _ephemeral_floor() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

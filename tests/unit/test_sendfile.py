@@ -159,15 +159,11 @@ def download(tmp_path, size=(600 << 10)):
     return data, dl, meta, path
 
 
-def opener(*paths):
-    return open(paths[0], "rb")
-
-
 def test_stream_file_serves_checked_pieces_and_the_last_only_once_verified(tmp_path):
     data, dl, meta, path = download(tmp_path)
     pl = meta.piece_length
     s = StreamFile(dl, meta, 100, len(data))
-    opened = gevent.spawn(s.open, path, opener=opener)
+    opened = gevent.spawn(s.open, path)
     gevent.sleep(0.05)
     assert not opened.ready()  # nothing checked yet: no header may go out
     dl.set_checked(1)
@@ -192,7 +188,7 @@ def test_stream_file_goes_out_with_sendfile_as_pieces_pass(tmp_path):
     data, dl, meta, path = download(tmp_path)
     pl = meta.piece_length
     dl.set_checked(1)
-    s = StreamFile(dl, meta, 0, len(data)).open(path, opener=opener)
+    s = StreamFile(dl, meta, 0, len(data)).open(path)
     a, b = gevent.socket.socketpair()
     got = bytearray()
     r = receiver(b, got)
@@ -217,7 +213,7 @@ def test_stream_file_raises_the_downloads_error(tmp_path):
     data, dl, meta, path = download(tmp_path)
     s = StreamFile(dl, meta, 0, len(data))
     dl.set_checked(1)
-    s.open(path, opener=opener)
+    s.open(path)
     waiting = gevent.spawn(s.ready, meta.piece_length)
     gevent.sleep(0.05)
     dl.verified.set_exception(DownloadError("swarm gone"))
