@@ -62,6 +62,10 @@ RETRY_MAX = 0.01
 # floor, 10 and 20 agents). The checked prefix a stream sends moves up to this much later;
 # the first piece to come, and the blob's last, are checked at once.
 CHECK_EVERY = 0.2
+# The least time between two passes of `Downloader._restripe` over a download's pieces and
+# peers. It waited for each piece (32 a second at 8 MiB/s), and every wake-up of an agent's
+# event loop costs more than its own work on a host whose cores are busy.
+RESTRIPE_EVERY = 0.1
 
 
 class DiskFull(DownloadError):
@@ -345,7 +349,7 @@ class Downloader:
         `guess` until then), widening them as more downloaders appear; never narrowing,
         as agents that finish turn seeds. Splits the stripe's bands again over what is left
         of it each time its top band has come (agent.stripes). Looks at the peers every
-        progress_interval; at the pieces as they come (`_spare_origins`)."""
+        progress_interval; at the pieces at most every RESTRIPE_EVERY (`_spare_origins`)."""
         infohash = meta.infohash_hex
         stripes = 0
         left = 0  # the stripe's pieces still to come when its bands were last set
@@ -353,7 +357,10 @@ class Downloader:
         sparing = OriginSparing(ORIGIN_WINDOW)
         known = 0  # pieces libtorrent has reported
         look = 0.0  # when to look at the peers next
+        passed = 0.0  # when the last pass began
         while not dl.verified.ready() and self.session.has(infohash):
+            gevent.sleep(max(0.0, passed + RESTRIPE_EVERY - time.monotonic()))
+            passed = time.monotonic()
             try:
                 have = self.session.have(infohash)
                 if time.monotonic() >= look:

@@ -59,11 +59,10 @@ class TorrentSession:
         self._stopped = False
         self._nodelay_seen: set[str] = set()
         self._shunned: set[str] = set()  # addresses in the session's IP filter (`shun`)
-        self._rfd, wfd = os.pipe()
-        self._wfd = wfd
-        for fd in (self._rfd, wfd):
+        self._rfd, self._wfd = os.pipe()
+        for fd in (self._rfd, self._wfd):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        self._ses.set_alert_fd(wfd)
+        self._ses.set_alert_fd(self._wfd)
         self._greenlets = [gevent.spawn(self._alert_loop), gevent.spawn(self._tick_loop)]
 
     # The interface.
@@ -88,17 +87,18 @@ class TorrentSession:
                     timeout: float | None = None) -> list[int]:
         """Blocks this greenlet until more than `known` pieces have passed their hash check
         (or `timeout` s have passed); returns those pieces in the order they passed (the
-        list grows as pieces arrive: what is new is from index `known` on). Raises
-        DownloadError on a libtorrent error, removal, `stall_timeout` s without new bytes,
-        or at monotonic time `deadline`."""
+        list grows as pieces arrive: what is new is from index `known` on). A wait for the
+        last piece wakes at the torrent's end, not at each piece. Raises DownloadError on a
+        libtorrent error, removal, `stall_timeout` s without new bytes, or at `deadline`."""
         t = self._get(infohash)
         until = None if timeout is None else time.monotonic() + timeout
+        event = t.finished if known == t.meta.num_pieces - 1 else t.changed
         while len(t.arrived) <= known:
             self._check(t, stall_timeout, deadline)
             left = 0.5 if until is None else min(0.5, until - time.monotonic())
             if left <= 0:
                 break
-            t.changed.wait(timeout=left)
+            event.wait(timeout=left)
         return t.arrived
 
     def wait_finished(self, infohash: str, *, stall_timeout: float, deadline: float) -> None:

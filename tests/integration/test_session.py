@@ -339,6 +339,33 @@ def test_alerts_are_drained_when_libtorrents_wake_ups_are_lost(tracker_url, tmp_
         os.close(sink)
 
 
+def test_waiting_for_pieces_of_a_finished_torrent_leaves_the_event_loop_running(tracker_url, tmp_path, loop_ticks):
+    # A wait for the last piece wakes at the torrent's end rather than at each piece; once
+    # the torrent has finished, a wait for more pieces than it has (Downloader._restripe
+    # until the blob's sha256 is checked) sleeps out its timeout instead of spinning.
+    _, meta = make_blob(tmp_path / "seed", 1 << 20)
+    seeder = TorrentSession(TorrentConfig(listen_ip="127.0.0.48"), trackers=[tracker_url])
+    leecher = TorrentSession(TorrentConfig(listen_ip="127.0.0.49"), trackers=[tracker_url])
+    try:
+        seeder.seed(meta, tmp_path / "seed")
+        leecher.start(meta, tmp_path / "dl")
+        last = meta.num_pieces - 1
+        arrived = leecher.wait_pieces(meta.infohash_hex, last, stall_timeout=10, deadline=time.monotonic() + 20)
+        assert sorted(arrived) == list(range(meta.num_pieces))
+        checks = []
+        check = leecher._check
+        leecher._check = lambda *args: checks.append(1) or check(*args)
+        before, t0 = len(loop_ticks), time.monotonic()
+        leecher.wait_pieces(meta.infohash_hex, meta.num_pieces, stall_timeout=10, deadline=time.monotonic() + 20,
+                            timeout=0.3)
+        assert time.monotonic() - t0 >= 0.29
+        assert len(checks) <= 2, f"the wait spun: {len(checks)} passes in 0.3 s"
+        assert len(loop_ticks) - before >= 10, "the event loop stood still while the torrent was waited on"
+    finally:
+        leecher.stop()
+        seeder.stop()
+
+
 def _peer_hosts(session, infohash):
     return {p.ip[0] for p in session._ses.find_torrent(lt.sha1_hash(bytes.fromhex(infohash))).get_peer_info()}
 

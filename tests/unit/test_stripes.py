@@ -2,6 +2,7 @@
 bands that narrow as the stripe arrives."""
 
 import contextlib
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -96,9 +97,11 @@ class _Session:
 
 
 @contextlib.contextmanager
-def _restriping(session, slot: int, guess: int, seeds=()):
+def _restriping(session, slot: int, guess: int, seeds=(), every: float = 0.0):
     """Downloader._restripe running against `session` for a download in `slot` that
-    guessed a wave of `guess`; stopped, and checked to have ended, on leaving."""
+    guessed a wave of `guess`, a pass at most every `every` s (none between passes
+    unless given); stopped, and checked to have ended, on leaving."""
+    paced, downloader_module.RESTRIPE_EVERY = downloader_module.RESTRIPE_EVERY, every
     downloader = Downloader.__new__(Downloader)
     downloader.session = session
     dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
@@ -111,7 +114,22 @@ def _restriping(session, slot: int, guess: int, seeds=()):
     finally:
         dl.verified.set(True)
         job.join(timeout=1)
+        downloader_module.RESTRIPE_EVERY = paced
     assert job.dead
+
+
+def test_a_download_looks_at_its_pieces_at_most_once_a_pass_however_fast_they_come():
+    session = _Session(400)
+    looks = []
+    have = session.have
+    session.have = lambda infohash: looks.append(1) or have(infohash)
+    with _restriping(session, slot=1, guess=4, every=0.05):
+        start = time.monotonic()
+        for index in range(1, 400, 4):  # a piece every 2 ms or so: 100 pieces
+            session.pieces[index] = 1
+            gevent.sleep(0.002)
+        passes = (time.monotonic() - start) / 0.05
+        assert 2 <= len(looks) <= min(passes + 2, 50)
 
 
 def test_a_download_splits_its_bands_again_each_time_the_top_band_has_come():
