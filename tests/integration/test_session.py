@@ -339,7 +339,7 @@ def test_alerts_are_drained_when_libtorrents_wake_ups_are_lost(tracker_url, tmp_
         os.close(sink)
 
 
-def test_waiting_for_pieces_of_a_finished_torrent_leaves_the_event_loop_running(tracker_url, tmp_path, loop_ticks):
+def test_a_wait_past_a_finished_torrents_last_piece_sleeps_rather_than_spins(tracker_url, tmp_path, loop_ticks):
     # A wait for the last piece wakes at the torrent's end rather than at each piece; once
     # the torrent has finished, a wait for more pieces than it has (Downloader._restripe
     # until the blob's sha256 is checked) sleeps out its timeout instead of spinning.
