@@ -5,6 +5,7 @@ import contextlib
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import gevent
 import pytest
@@ -101,20 +102,19 @@ def _restriping(session, slot: int, guess: int, seeds=(), every: float = 0.0):
     """Downloader._restripe running against `session` for a download in `slot` that
     guessed a wave of `guess`, a pass at most every `every` s (none between passes
     unless given); stopped, and checked to have ended, on leaving."""
-    paced, downloader_module.RESTRIPE_EVERY = downloader_module.RESTRIPE_EVERY, every
     downloader = Downloader.__new__(Downloader)
     downloader.session = session
     dl = Download("ns", Digest("sha256:" + "0" * 64), Path("/nonexistent"), 0)
     dl.slot = slot
     dl.seeds = list(seeds)
     meta = SimpleNamespace(infohash_hex="00" * 20, num_pieces=len(session.pieces))
-    job = gevent.spawn(downloader._restripe, dl, meta, guess)
-    try:
-        yield dl
-    finally:
-        dl.verified.set(True)
-        job.join(timeout=1)
-        downloader_module.RESTRIPE_EVERY = paced
+    with mock.patch.object(downloader_module, "RESTRIPE_EVERY", every):
+        job = gevent.spawn(downloader._restripe, dl, meta, guess)
+        try:
+            yield dl
+        finally:
+            dl.verified.set(True)
+            job.join(timeout=1)
     assert job.dead
 
 
